@@ -1,0 +1,1 @@
+"""Non-neural baseline: lexical features into LightGBM, trained per fold."""
