@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv from requirements*.txt, or refresh it when those files changed since the last install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=$(cat requirements.txt "$@" 2>/dev/null | sha256sum | cut -c1-16)
+stamp=.venv/.requirements-$want
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  echo "installing dependencies into .venv (requirements.txt $*)..."
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt $(printf -- '-r %s ' "$@")
+  rm -f .venv/.requirements-*
+  touch "$stamp"
+fi
