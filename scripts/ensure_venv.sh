@@ -8,6 +8,5 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   echo "installing dependencies into .venv (requirements.txt $*)..."
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt $(printf -- '-r %s ' "$@")
-  rm -f .venv/.requirements-*
   touch "$stamp"
 fi
