@@ -21,7 +21,7 @@ LABEL_GAIN = [0.0, 0.01, 0.1, 1.0]  # gain of relevance 0..3, i.e. I, C, S, E
 def _common(cfg: BaselineConfig) -> dict:
     return dict(n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate,
                 num_leaves=cfg.num_leaves, min_child_samples=cfg.min_child_samples,
-                random_state=cfg.seed, deterministic=True, force_row_wise=True, n_jobs=2,
+                random_state=cfg.seed, deterministic=True, force_row_wise=True, n_jobs=cfg.n_jobs,
                 verbose=-1)
 
 
@@ -72,5 +72,23 @@ def train_baseline(features: pd.DataFrame, examples: pd.DataFrame, folds: pd.Dat
     out = df[["example_id", "query_id", "product_id", "product_locale", "fold", "esci_label"]].copy()
     out[PROB_COLUMNS] = probs
     out["score"] = score if cfg.task1 == "ranker" else expected_gain(out).to_numpy()
+    return out[~is_test].reset_index(drop=True), out[is_test].drop(
+        columns=["fold", "esci_label"]).reset_index(drop=True)
+
+
+def class_prior_predictions(examples: pd.DataFrame, folds: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The floor: every row gets its training folds' label frequencies (score is then constant)."""
+    df = examples.merge(folds[["example_id", "fold"]], on="example_id", validate="1:1")
+    is_test = (df["fold"] == TEST_FOLD).to_numpy()
+    probs = np.zeros((len(df), len(LABELS)))
+    fold_ids = sorted(k for k in df["fold"].unique() if k != TEST_FOLD)
+    for k in fold_ids:
+        train = ((df["fold"] != k) & ~is_test).to_numpy()
+        freq = df.loc[train, "esci_label"].value_counts(normalize=True).reindex(list(LABELS)).fillna(0)
+        probs[(df["fold"] == k).to_numpy()] = freq.to_numpy()
+        probs[is_test] += freq.to_numpy() / len(fold_ids)
+    out = df[["example_id", "query_id", "product_id", "product_locale", "fold", "esci_label"]].copy()
+    out[PROB_COLUMNS] = probs
+    out["score"] = expected_gain(out).to_numpy()
     return out[~is_test].reset_index(drop=True), out[is_test].drop(
         columns=["fold", "esci_label"]).reset_index(drop=True)

@@ -6,11 +6,12 @@ from pathlib import Path
 import pandas as pd
 
 from baseline.lexical_features import build_lexical_features
-from baseline.lgbm_baseline import train_baseline
+from baseline.lgbm_baseline import class_prior_predictions, train_baseline
 from esci.artifacts import RunPaths, write_json, write_parquet, write_predictions
 from esci.config import PipelineConfig
 
 MODEL = "lexical_lgbm"
+PRIOR = "prior"
 
 
 def run(cfg: PipelineConfig, paths: RunPaths) -> list[Path]:
@@ -25,4 +26,12 @@ def run(cfg: PipelineConfig, paths: RunPaths) -> list[Path]:
     write_json({"description": f"lexical features + LightGBM (task1: {cfg.baseline.task1})",
                 "leak": False}, paths.oof_dir / f"{MODEL}.meta.json")
     write_predictions(oof, paths.oof(MODEL), oof=True)
-    return [feature_file, paths.test(MODEL), paths.oof(MODEL)]
+    outputs = [feature_file, paths.test(MODEL), paths.oof(MODEL)]
+    if cfg.baseline.prior_model:
+        oof, test = class_prior_predictions(examples, folds)
+        write_predictions(test, paths.test(PRIOR), oof=False)
+        write_json({"description": "class priors of the training folds; constant score",
+                    "leak": False}, paths.oof_dir / f"{PRIOR}.meta.json")
+        write_predictions(oof, paths.oof(PRIOR), oof=True)
+        outputs += [paths.test(PRIOR), paths.oof(PRIOR)]
+    return outputs

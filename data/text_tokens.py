@@ -7,7 +7,7 @@ import unicodedata
 
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
-_NUMBER_UNIT = re.compile(r"(\d+(?:[.,]\d+)?)\s*([a-z]{0,4})")
+_NUMBER_UNIT = re.compile(r"(\d+(?:[.,]\d+)?)\s*(?!x\b)([a-z]{0,4})")  # "20 x 40": x is no unit
 
 
 def normalize(text: str) -> str:

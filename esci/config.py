@@ -37,11 +37,13 @@ class CVConfig:
 class BaselineConfig:
     enabled: bool = True
     task1: str = "ranker"  # ranker | expected_gain
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_child_samples: int = 10
+    n_estimators: int = 200
+    learning_rate: float = 0.03
+    num_leaves: int = 7
+    min_child_samples: int = 20
+    n_jobs: int = 2
     seed: int = 42
+    prior_model: bool = True  # also write the class-prior model, the floor every model must beat
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""Vocabulary coverage: find what a tokenizer maps to [UNK] in the corpus, and extend it.
+
+MiniLM's English WordPiece vocabulary turns most Japanese words into one [UNK] each
+("ワイヤレスイヤホン bluetooth" -> [CLS] [UNK] blue ##tooth [SEP]): it holds single kana but not
+the '##' continuations a word needs. The fix adds every non-ASCII character found inside an
+[UNK] span as a token of its own (``tokenizer.add_tokens``), so such words become character
+sequences; the caller resizes the embeddings and MLM learns the new rows. Characters already in
+the vocabulary keep their pretrained id. Added tokens are matched before the tokenizer's
+normaliser (``normalized=False``), so the uncased normaliser cannot strip the dakuten of 'ガ'.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from tokenizers import AddedToken
+
+CHUNK = 256  # texts per tokenizer call
+
+
+def _unk_spans(tokenizer, texts: list[str]):
+    """Per text: (number of tokens, list of (start, end) character spans that became [UNK])."""
+    if not tokenizer.is_fast:
+        raise ValueError(f"vocab coverage: {type(tokenizer).__name__} is not a fast tokenizer "
+                         "(offsets are needed to locate [UNK] spans)")
+    unk = tokenizer.unk_token_id
+    for i in range(0, len(texts), CHUNK):
+        enc = tokenizer(texts[i:i + CHUNK], add_special_tokens=False, return_offsets_mapping=True,
+                        truncation=False, verbose=False)
+        for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"]):
+            spans = sorted({tuple(o) for t, o in zip(ids, offsets) if t == unk})
+            yield len(ids), spans
+
+
+def unk_rates(tokenizer, texts: list[str], locales: list[str]) -> pd.DataFrame:
+    """Per locale: tokens, [UNK] tokens, their rate, and the share of characters inside [UNK].
+
+    The character share is the telling one: WordPiece spends one [UNK] on a whole word.
+    """
+    rows = []
+    for (n_tok, spans), text, loc in zip(_unk_spans(tokenizer, texts), texts, locales):
+        unk_chars = sum(len(text[s:e].replace(" ", "")) for s, e in spans)
+        rows.append((loc, n_tok, len(spans), unk_chars, len(text.replace(" ", ""))))
+    df = pd.DataFrame(rows, columns=["locale", "tokens", "unk_tokens", "unk_chars", "chars"])
+    out = df.groupby("locale")[["tokens", "unk_tokens", "unk_chars", "chars"]].sum()
+    out.loc["all"] = out.sum()
+    out["unk_token_rate"] = out["unk_tokens"] / out["tokens"].clip(lower=1)
+    out["unk_char_rate"] = out["unk_chars"] / out["chars"].clip(lower=1)
+    return out.reset_index()
+
+
+def uncovered_characters(tokenizer, texts: list[str], min_count: int = 1) -> list[str]:
+    """Non-ASCII characters found inside [UNK] spans, most frequent first (ties by code point)."""
+    counts: Counter = Counter()
+    for (_, spans), text in zip(_unk_spans(tokenizer, texts), texts):
+        for s, e in spans:
+            counts.update(ch for ch in text[s:e] if not ch.isascii() and not ch.isspace())
+    kept = [(ch, n) for ch, n in counts.items() if n >= min_count]
+    return [ch for ch, _ in sorted(kept, key=lambda kv: (-kv[1], kv[0]))]
+
+
+def extend_tokenizer(tokenizer, texts: list[str], min_count: int = 1, max_tokens: int = 10000) -> list[str]:
+    """Add the uncovered characters to ``tokenizer`` in place; returns the characters added.
+
+    A character already in the vocabulary (WordPiece holds single kana) is registered as an
+    added token too, which makes the tokenizer split it out, but it keeps its pretrained id.
+    """
+    chars = uncovered_characters(tokenizer, texts, min_count)[:max_tokens]
+    if chars:
+        tokenizer.add_tokens([AddedToken(ch, normalized=False, single_word=False) for ch in chars])
+    return chars
+
+
+def coverage_report(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """One row per locale: [UNK] token and character rates before and after the extension."""
+    cols = ["unk_token_rate", "unk_char_rate"]
+    out = before[["locale", "tokens"] + cols].merge(after[["locale", "tokens"] + cols],
+                                                    on="locale", suffixes=("_before", "_after"))
+    return out.replace([np.inf, -np.inf], np.nan)
