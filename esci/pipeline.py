@@ -93,13 +93,13 @@ def run_pipeline(cfg: PipelineConfig, force: bool = False) -> RunPaths:
                          _data_files(data_dir) if stage.name == "prepare" else None)
         if not force and not stage.always and is_fresh(paths, stage.name, fp):
             print(f"[{stage.name}] up to date, skipped")
-            continue
-        start = time.time()
-        outputs = _call(stage.target)(cfg, paths)
-        mark_done(paths, stage.name, fp, outputs)
-        if stage.name == "prepare":
+        else:
+            start = time.time()
+            outputs = _call(stage.target)(cfg, paths)
+            mark_done(paths, stage.name, fp, outputs)
+            print(f"[{stage.name}] done in {time.time() - start:.1f}s")
+        if stage.name == "prepare":  # the data is valid: now the run directory may be written
             write_text(to_yaml(cfg), paths.config)
-        print(f"[{stage.name}] done in {time.time() - start:.1f}s")
     return paths
 
 
