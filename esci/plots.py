@@ -178,7 +178,6 @@ def scores_by_group(preds: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per model and per value of column ``by`` (null -> "unknown"): example and query counts,
     task-1 nDCG over informative queries, task-2 micro-F1, and task-3 micro-F1 (substitute
     decisions cross-fitted on the other folds, as on the leaderboard)."""
-
     _check_columns(preds, ["query_id", "esci_label", "score", "fold", by] + PROBS, "scores_by_group")
     rows = []
     for model, part in _by_model(preds):
@@ -220,7 +219,7 @@ def f1_by_group(scores: pd.DataFrame, path: str | Path, title: str | None = None
     width = 0.8 / len(models)
     fig, axes = _grid(len(metrics), w=max(PANEL_W, 0.55 * len(groups) * max(1, len(models) / 2) + 1.5))
     for ax, metric in zip(axes, metrics):
-        count_col, count_name = (("n_informative", "q") if metric.startswith("task1")
+        count_col, count_name = (("n_informative", "inf.q") if metric.startswith("task1")
                                  and "n_informative" in scores.columns else ("n_examples", "n"))
         counts = scores.groupby("group", observed=True)[count_col].max()
         for j, model in enumerate(models):

@@ -1,6 +1,7 @@
 """The notebooks: stored without outputs, and run top to bottom against real run directories."""
 from __future__ import annotations
 
+import asyncio
 import html
 import shutil
 import sys
@@ -42,17 +43,34 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return cells[0]
 
 
-def execute(path: Path, **params) -> nbformat.NotebookNode:
-    """Run ``path`` top to bottom with ``params`` set after the defaults (as papermill does);
-    any cell that raises fails with nbclient's CellExecutionError."""
+def client_for(path: Path, **params) -> NotebookClient:
+    """A client that runs ``path`` top to bottom with ``params`` set after the defaults (as
+    papermill does); a cell that raises makes its execution raise CellExecutionError."""
     nb = nbformat.read(path, as_version=4)
     cell = parameters_cell(nb)
     cell.source += "\n# injected by the test\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
     # The kernel starts in notebooks/, as it does in `jupyter lab`: the setup cell must find the repo.
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", kernel_manager_class=ThisPythonKernel,
-                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()
-    return nb
+    return NotebookClient(nb, timeout=300, kernel_name="python3", kernel_manager_class=ThisPythonKernel,
+                          resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+
+
+def execute_all(jobs: dict[str, tuple[Path, dict]]) -> dict[str, nbformat.NotebookNode | BaseException]:
+    """Run several notebooks at once (kernel start-up is mostly waiting); each result is the
+    executed notebook or the exception its run raised, for the test of that notebook to raise."""
+    clients = {key: client_for(path, **params) for key, (path, params) in jobs.items()}
+
+    async def run_all():
+        return await asyncio.gather(*(c.async_execute() for c in clients.values()), return_exceptions=True)
+
+    results = asyncio.run(run_all())
+    return {key: (res if isinstance(res, BaseException) else clients[key].nb)
+            for key, res in zip(clients, results)}
+
+
+def executed(results: dict, key: str) -> nbformat.NotebookNode:
+    if isinstance(results[key], BaseException):
+        raise results[key]
+    return results[key]
 
 
 def outputs_text(nb: nbformat.NotebookNode) -> str:
@@ -86,43 +104,51 @@ def test_notebook_is_stored_clean(path):
     assert "sys.path.insert" in first_code.source
 
 
+@pytest.fixture(scope="module")
+def tiny_run_notebooks(tiny_run, tmp_path_factory):
+    """Every notebook executed against the tiny run, each writing its figures to its own folder."""
+    jobs = {path.stem: (path, {"run_dir": str(tiny_run.root),
+                               "fig_dir": str(tmp_path_factory.mktemp(f"figs_{path.stem}"))})
+            for path in NOTEBOOKS}
+    return jobs, execute_all(jobs)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_on_the_tiny_run(path, tiny_run, tmp_path):
-    nb = execute(path, run_dir=str(tiny_run.root), fig_dir=str(tmp_path))
-    written = {p.name for p in tmp_path.glob("*.png")}
+def test_notebook_runs_on_the_tiny_run(path, tiny_run_notebooks):
+    jobs, results = tiny_run_notebooks
+    nb = executed(results, path.stem)
+    fig_dir = Path(jobs[path.stem][1]["fig_dir"])
+    written = {p.name for p in fig_dir.glob("*.png")}
     assert written == FIGURES_ON_TINY_RUN[path.stem]
-    for png in tmp_path.glob("*.png"):
+    for png in fig_dir.glob("*.png"):
         assert_not_blank(png)
     assert n_images(nb) == len(written)  # every figure it wrote is also shown
 
 
-@pytest.fixture()
-def bare_run(tiny_run, tmp_path) -> Path:
-    """A run with only the prepare stage's outputs: no models, no leaderboard."""
+def test_notebooks_run_on_a_run_without_models(tiny_run, tmp_path):
+    """A run with only the prepare stage's outputs (no models, no leaderboard), plus made-up
+    confident-learning flags: 01 and 02 say what is missing, 03 shows the flags."""
+    import pandas as pd
     run = tmp_path / "runs" / "bare"
     run.mkdir(parents=True)
     for name in ("examples.parquet", "products.parquet", "folds.parquet"):
         shutil.copy(tiny_run.root / name, run / name)
-    return run
-
-
-@pytest.mark.parametrize("stem", ["01_leaderboard", "02_error_analysis"])
-def test_notebook_runs_on_a_run_without_models(stem, bare_run, tmp_path):
-    nb = execute(NOTEBOOK_DIR / f"{stem}.ipynb", run_dir=str(bare_run), fig_dir=str(tmp_path / "figs"))
-    assert "This run has no" in outputs_text(nb)
-    assert n_images(nb) == 0
-
-
-def test_label_noise_notebook_shows_flags(bare_run, tmp_path):
-    import pandas as pd
-    examples = pd.read_parquet(bare_run / "examples.parquet")
+    examples = pd.read_parquet(run / "examples.parquet")
     flags = fake_flags(examples, 30)
-    (bare_run / "cleanlab").mkdir()
-    flags.to_parquet(bare_run / "cleanlab" / "flags.parquet")
+    (run / "cleanlab").mkdir()
+    flags.to_parquet(run / "cleanlab" / "flags.parquet")
     pd.DataFrame({"variant": ["all labels", "flagged removed"], "task2_micro_f1": [0.5, 0.6]}).to_csv(
-        bare_run / "cleanlab" / "effect.csv", index=False)
-    nb = execute(NOTEBOOK_DIR / "03_label_noise.ipynb", run_dir=str(bare_run), fig_dir=str(tmp_path / "figs"))
-    assert_not_blank(tmp_path / "figs" / "label_noise.png")
+        run / "cleanlab" / "effect.csv", index=False)
+    jobs = {path.stem: (path, {"run_dir": str(run), "fig_dir": str(tmp_path / path.stem)}) for path in NOTEBOOKS}
+    results = execute_all(jobs)
+
+    for stem in ("01_leaderboard", "02_error_analysis"):
+        nb = executed(results, stem)
+        assert "This run has no" in outputs_text(nb), stem
+        assert n_images(nb) == 0, stem
+
+    nb = executed(results, "03_label_noise")
+    assert_not_blank(tmp_path / "03_label_noise" / "label_noise.png")
     text = outputs_text(nb)
     least_trusted = flags.nsmallest(1, "quality")["example_id"].iloc[0]
     query = examples.set_index("example_id").loc[least_trusted, "query"]

@@ -43,7 +43,7 @@ def test_stage_writes_every_key_figure(tiny_run):
     for png in pngs:
         assert_not_blank(png)
     index = pd.read_json(fig_dir / "figures.json", typ="series")
-    assert set(index["files"]) >= {p.name for p in pngs}
+    assert set(index["files"]) >= {f"{name}.png" for name in STAGE_FIGURES}
     assert index["models"] == figures.pick_models(tiny_run, FiguresConfig().max_models)
     assert not (fig_dir / "label_noise.png").exists()  # the tiny run has no confident learning
 
@@ -51,7 +51,7 @@ def test_stage_writes_every_key_figure(tiny_run):
 def test_stage_tables(tiny_run):
     worst = pd.read_csv(tiny_run.figures_dir / "worst_queries.csv")
     assert worst["query_nDCG"].is_monotonic_increasing
-    assert worst["query_nDCG"].max() < 1.0  # informative queries only, worst first
+    assert 0 < worst["query"].nunique() <= FiguresConfig().worst_queries
     assert {"query", "label", "predicted", "product_title"} <= set(worst.columns)
     groups = pd.read_csv(tiny_run.figures_dir / "scores_by_group.csv")
     assert set(groups["by"]) == set(figures.GROUPINGS.values())
@@ -84,25 +84,18 @@ def test_worst_queries_are_the_lowest_ndcg(tiny_run):
         assert rows["score"].is_monotonic_decreasing
 
 
-def test_stale_figures_are_removed(tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run.root, run)
-    paths = figures.run_paths(run)
-    stale = paths.figures_dir / "label_noise.png"
-    shutil.copy(paths.figures_dir / "calibration.png", stale)
-    other = paths.figures_dir / "my_notes.png"
-    shutil.copy(paths.figures_dir / "calibration.png", other)
-    figures.write_figures(paths, FiguresConfig())
-    assert not stale.exists() and other.exists()
-
-
-def test_stage_on_a_run_without_models(tiny_run, tmp_path):
+def test_stage_on_a_run_without_models_drops_stale_figures(tiny_run, tmp_path):
+    """A run with only the prepare outputs gets no figures, and figures this stage drew in an
+    earlier life of the directory go, so none is mistaken for current; other files stay."""
     run = tmp_path / "bare"
-    run.mkdir()
+    (run / "figures").mkdir(parents=True)
     for name in ("examples.parquet", "products.parquet", "folds.parquet"):
         shutil.copy(tiny_run.root / name, run / name)
+    for name in ("leaderboard.png", "label_noise.png", "my_notes.png"):
+        shutil.copy(tiny_run.figures_dir / "calibration.png", run / "figures" / name)
     written = figures.write_figures(figures.run_paths(run), FiguresConfig())
     assert [p.name for p in written] == ["figures.json"]
+    assert sorted(p.name for p in (run / "figures").glob("*.png")) == ["my_notes.png"]
 
 
 def fake_flags(examples: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
