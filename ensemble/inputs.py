@@ -73,9 +73,11 @@ def _read(path: Path, columns_needed: list[str]) -> pd.DataFrame:
     return df
 
 
-def load_base_models(paths: RunPaths, include_leak: bool = False) -> BaseModels:
-    """Base models of the run (own outputs skipped; leak-labelled ones only if ``include_leak``)."""
-    names = [m for m in paths.models() if not is_own_output(m)]
+def load_base_models(paths: RunPaths, include_leak: bool = False,
+                     exclude: tuple[str, ...] | list[str] = ()) -> BaseModels:
+    """Base models of the run: own outputs and ``exclude`` skipped, leak-labelled ones only if
+    ``include_leak``."""
+    names = [m for m in paths.models() if not is_own_output(m) and m not in exclude]
     leak = {m: bool(_meta(paths, m).get("leak", False)) for m in names}
     names = [m for m in names if include_leak or not leak[m]]
     if not names:

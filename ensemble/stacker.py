@@ -47,22 +47,22 @@ def _query_sizes(sorted_query: np.ndarray) -> np.ndarray:
 
 
 def fit_task(task: str, x: np.ndarray, label: np.ndarray, query: np.ndarray,
-             cfg: EnsembleConfig, feature_names: list[str]):
+             cfg: EnsembleConfig):
     """Fit one stacker. ``label``: codes 0..3 (E, S, C, I); ``query``: codes, rows grouped by query
     (required for task1)."""
     params = lgbm_params(cfg)
     if task == "task1":
         model = lgb.LGBMRanker(objective="lambdarank", label_gain=LABEL_GAIN, **params)
-        model.fit(x, RELEVANCE[label], group=_query_sizes(query), feature_name=feature_names)
+        model.fit(x, RELEVANCE[label], group=_query_sizes(query))
     elif task == "task2":
         model = lgb.LGBMClassifier(objective="multiclass", **params)
-        model.fit(x, label, feature_name=feature_names)
+        model.fit(x, label)
     elif task == "task3":
         target = (label == LABELS.index("S")).astype(int)
         if target.min() == target.max():  # one class only: a constant is the only honest answer
             return float(target[0])
         model = lgb.LGBMClassifier(objective="binary", **params)
-        model.fit(x, target, feature_name=feature_names)
+        model.fit(x, target)
     else:
         raise ValueError(f"ensemble: unknown task {task!r}; expected one of {TASKS}")
     return model
@@ -83,6 +83,7 @@ def predict_task(task: str, model, x: np.ndarray) -> np.ndarray:
 
 
 def importance_of(model, feature_names: list[str]) -> pd.DataFrame:
+    """Gain and split counts by column position (models are fit on bare arrays)."""
     if isinstance(model, float):
         return pd.DataFrame({"feature": feature_names, "gain": 0.0, "split": 0})
     booster = model.booster_
@@ -116,7 +117,7 @@ def nested_cv(task: str, x: np.ndarray | Callable[[int], np.ndarray], label: np.
         if task == "task1":  # lambdarank needs each query's rows together
             train = train[np.argsort(query[train], kind="stable")]
         held = np.flatnonzero(fold == k)
-        model = fit_task(task, xk[train], label[train], query[train], cfg, feature_names)
+        model = fit_task(task, xk[train], label[train], query[train], cfg)
         oof[held] = predict_task(task, model, xk[held])
         if test is not None:
             test += predict_task(task, model, x_test) / len(folds)

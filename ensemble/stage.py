@@ -8,14 +8,17 @@ the paired stack-versus-best-base comparison, the task-3 threshold and the resol
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from ensemble.compare import compare_to_best, task1_candidates
+from esci import plots
+from ensemble.compare import compare_pair, compare_to_best, task1_candidates
 from ensemble.config import EnsembleConfig
 from ensemble.features import FeatureTable, blend, build_features, label_codes, model_outputs, \
     query_codes
@@ -29,14 +32,12 @@ from esci.metrics import gains_of, ndcg, tune_threshold
 STACK, STACK_LEAK, MEAN_BLEND = "stack", "stack-leak", "mean-blend"
 
 
-def _plotter(name: str):
-    """The project's plotting module if it has ``name``, else this package's stand-in."""
-    try:
-        import esci.plots as plots
-        return getattr(plots, name)
-    except (ImportError, AttributeError):
-        from ensemble import plots
-        return getattr(plots, name)
+@contextlib.contextmanager
+def timed(phase: str):
+    """Print the phase's wall time (benchmarks/stack_scale.py reads these lines)."""
+    start = time.perf_counter()
+    yield
+    print(f"[ensemble] time {phase} {time.perf_counter() - start:.1f}s", flush=True)
 
 
 def _select(split: Split, models: list[str]) -> Split:
@@ -72,16 +73,21 @@ def stack_predictions(base: BaseModels, models: list[str], text, rows, cfg: Ense
                       leak: bool) -> tuple[dict, FeatureTable]:
     """Nested-CV out-of-fold and fold-averaged test predictions of the three task stackers."""
     oof_split, test_split = _select(base.oof, models), _select(base.test, models)
-    oof_table = build_features(oof_split, text, rows, query_stats=cfg.query_stats, leak=leak)
-    test_table = build_features(test_split, text, rows, query_stats=cfg.query_stats, leak=leak)
-    names = oof_table.names
-    x, x_test = oof_table.matrix(), test_table.matrix() if len(test_split.keys) else None
-    del test_table
+    with timed("features"):
+        oof_table = build_features(oof_split, text, rows, query_stats=cfg.query_stats, leak=leak)
+        test_table = build_features(test_split, text, rows, query_stats=cfg.query_stats, leak=leak)
+        names = oof_table.names
+        x, x_test = oof_table.matrix(), test_table.matrix() if len(test_split.keys) else None
+        del test_table
+    print(f"[ensemble] {x.shape[0]} out-of-fold rows x {x.shape[1]} features", flush=True)
     keys = base.oof.keys
     label = label_codes(keys["esci_label"])
     fold = keys["fold"].to_numpy()
     query = query_codes(keys["query_id"])
-    results = {task: nested_cv(task, x, label, fold, query, cfg, names, x_test) for task in TASKS}
+    results = {}
+    for task in TASKS:
+        with timed(f"fit_{task}"):
+            results[task] = nested_cv(task, x, label, fold, query, cfg, names, x_test)
     return results, oof_table
 
 
@@ -164,63 +170,83 @@ def run(cfg, paths: RunPaths) -> list[Path]:
     ecfg: EnsembleConfig = cfg.ensemble
     if ecfg.task1 not in ("ranker", "expected_gain"):
         raise ValueError(f"config ensemble.task1: {ecfg.task1!r} is not ranker or expected_gain")
-    out_dir = paths.root / "ensemble"
-    base = load_base_models(paths, include_leak=ecfg.leak_features)
+    with timed("read_base_models"):
+        base = load_base_models(paths, include_leak=ecfg.leak_features, exclude=ecfg.exclude)
     clean = [m for m in base.names if not base.leak[m]]
     if not clean:
         raise ValueError(f"ensemble: every base model under {paths.oof_dir} is labelled leak")
     print(f"[ensemble] base models: {base.names}")
     text = rows = None
-    if ecfg.text_features:
-        examples, products = _side_rows(paths)
-        text = load_text_features(paths, examples, products)
-        rows = _number_rows(examples, products)
+    with timed("read_inputs"):
+        if ecfg.text_features:
+            examples, products = _side_rows(paths)
+            text = load_text_features(paths, examples, products)
+            rows = _number_rows(examples, products)
 
     variants = [(STACK, clean, False)]
     if ecfg.leak_features:
         variants.append((STACK_LEAK, base.names, True))
-    outputs, importance, compared = [], [], {}
+    outputs, importance, stacked = [], [], {}
     for name, models, leak in variants:
         results, table = stack_predictions(base, models, text, rows, ecfg, leak)
-        oof, test = _predictions(base, results, ecfg.task1)
         desc = (f"LightGBM stack over {models} (task1 {ecfg.task1}, task2 multiclass, task3 "
                 f"binary p_sub){'; with leak features' if leak else ''}")
-        outputs += _write_model(paths, name, oof, test, desc, leak or any(base.leak[m] for m in models))
+        with timed(f"write_{name}"):
+            oof, test = _predictions(base, results, ecfg.task1)
+            outputs += _write_model(paths, name, oof, test, desc,
+                                    leak or any(base.leak[m] for m in models))
         importance.append(_importance(results, table, name))
-        compared[name] = oof
-        if name == STACK:
-            stack_results = results
-    blend_oof, blend_test = mean_blend(base, clean)
-    outputs += _write_model(paths, MEAN_BLEND, blend_oof, blend_test,
-                            f"mean of probabilities, rank-mean of scores over {clean}", False)
-    compared[MEAN_BLEND] = blend_oof
+        stacked[name] = (oof, results)
+    with timed("mean_blend"):
+        blend_oof, blend_test = mean_blend(base, clean)
+        outputs += _write_model(paths, MEAN_BLEND, blend_oof, blend_test,
+                                f"mean of probabilities, rank-mean of scores over {clean}", False)
     _remove_stale(paths, {name for name, _, _ in variants} | {MEAN_BLEND})
+    with timed("diagnostics"):
+        outputs += _diagnostics(paths, ecfg, base, clean, stacked, blend_oof,
+                                pd.concat(importance, ignore_index=True))
+    return outputs
 
-    # Diagnostics: importance, task-1 orderings, paired gaps to the best base model, threshold.
-    imp = pd.concat(importance, ignore_index=True)
-    write_csv(imp, out_dir / "feature_importance.csv")
-    _plotter("feature_importance")(imp[imp["model"] == STACK], out_dir / "feature_importance.png")
+
+def _diagnostics(paths: RunPaths, ecfg: EnsembleConfig, base: BaseModels, clean: list[str],
+                 stacked: dict, blend_oof: pd.DataFrame, imp: pd.DataFrame) -> list[Path]:
+    """Importance table and chart, task-1 orderings, paired gaps to the best base model,
+    the task-3 threshold and the resolved config, under runs/<run>/ensemble/."""
+    out_dir = paths.root / "ensemble"
+    files = {name: out_dir / name for name in (
+        "feature_importance.csv", "feature_importance.png", "task1_comparison.csv",
+        "stack_vs_best.csv", "task3_threshold.json", "config.yaml")}
+    write_csv(imp, files["feature_importance.csv"])
+    shown = imp[imp["model"] == STACK].assign(importance=lambda t: t["gain_share"])
+    plots.feature_importance(shown, files["feature_importance.png"], top=ecfg.importance_top)
+    stack_oof, stack_results = stacked[STACK]
     task1 = _task1_table(base, clean, stack_results, blend_oof, ecfg)
-    write_csv(task1, out_dir / "task1_comparison.csv")
-    gaps = compare_to_best(compared, {m: _base_frame(base, m) for m in clean},
+    write_csv(task1, files["task1_comparison.csv"])
+    candidates = {name: oof for name, (oof, _) in stacked.items()} | {MEAN_BLEND: blend_oof}
+    gaps = compare_to_best(candidates, {m: _base_frame(base, m) for m in clean},
                            ecfg.bootstrap, ecfg.seed)
-    write_csv(gaps, out_dir / "stack_vs_best.csv")
-    stack_oof = compared[STACK]
+    write_csv(gaps, files["stack_vs_best.csv"])
+    if STACK_LEAK in stacked:  # what the leak features add, on the same resamples
+        files["leak_vs_clean.csv"] = out_dir / "leak_vs_clean.csv"
+        leak_gap = compare_pair(stacked[STACK_LEAK][0], stack_oof, ecfg.bootstrap, ecfg.seed)
+        write_csv(leak_gap.assign(a=STACK_LEAK, b=STACK), files["leak_vs_clean.csv"])
+        print("[ensemble] stack-leak minus stack (leak features, labelled leak):")
+        print(leak_gap.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
+        (out_dir / "leak_vs_clean.csv").unlink(missing_ok=True)  # from an earlier leak run
     truth = stack_oof["esci_label"] == "S"
     write_json({"threshold": tune_threshold(truth, stack_oof["p_sub"]),
                 "fraction_predicted_substitute_crossfit": float(crossfit_task3(stack_oof).mean()),
                 "note": "tuned on out-of-fold rows only; the leaderboard cross-fits it per fold"},
-               out_dir / "task3_threshold.json")
-    write_text(yaml.safe_dump(dataclasses.asdict(ecfg), sort_keys=False), out_dir / "config.yaml")
+               files["task3_threshold.json"])
+    write_text(yaml.safe_dump(dataclasses.asdict(ecfg), sort_keys=False), files["config.yaml"])
     _report(task1, gaps)
-    return outputs + [out_dir / f for f in ("feature_importance.csv", "feature_importance.png",
-                                            "task1_comparison.csv", "stack_vs_best.csv",
-                                            "task3_threshold.json", "config.yaml")]
+    return list(files.values())
 
 
 def _report(task1: pd.DataFrame, gaps: pd.DataFrame) -> None:
-    cols = ["ordering", "task1_ndcg", "task1_ndcg_diff_lo", "task1_ndcg_diff_hi",
-            "task1_ndcg_informative"]
+    cols = ["ordering", "task1_ndcg", "task1_ndcg_diff", "task1_ndcg_verdict",
+            "task1_ndcg_informative", "task1_ndcg_informative_diff", "task1_ndcg_informative_verdict"]
     print(f"[ensemble] task-1 orderings vs {task1['reference'].iloc[0]}:")
     print(task1[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("[ensemble] paired gaps to the best base model:")

@@ -44,6 +44,22 @@ class EpochOrder(Dataset):
         return self.epoch, k, int(self.order[k])
 
 
+def clip_to_tokens(tokenizer, texts: list[str], max_length: int, chunk: int = 512) -> list[str]:
+    """Each text cut after the characters its first ``max_length`` tokens cover.
+
+    Truncation would drop the rest anyway; cutting once up front saves re-tokenising long
+    descriptions at every step.
+    """
+    out = []
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        enc = tokenizer(part, truncation=True, max_length=max_length, return_offsets_mapping=True)
+        for text, offsets in zip(part, enc["offset_mapping"]):
+            end = max((e for _, e in offsets), default=len(text))
+            out.append(text[:end] if end else text)
+    return out
+
+
 def span_spec(cfg: PretrainConfig) -> SpanSpec:
     return SpanSpec(cfg.p2q_span_mean, cfg.p2q_span_mean_jp, cfg.p2q_span_min, cfg.p2q_span_max,
                     cfg.p2q_two_span_prob)
@@ -58,8 +74,8 @@ class TaskBatcher:
         self.cfg = cfg
         self.spec = span_spec(cfg)
         self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
-        self.texts = self.frame["text"].tolist()
-        self.anon = self.frame["anon_text"].tolist()
+        self.texts = clip_to_tokens(tokenizer, self.frame["text"].tolist(), cfg.max_length)
+        self.anon = clip_to_tokens(tokenizer, self.frame["anon_text"].tolist(), cfg.max_length)
         self.sources = self.frame["query_source"].tolist()
         self.locales = self.frame["product_locale"].tolist()
 

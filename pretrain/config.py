@@ -5,6 +5,7 @@ One flat dataclass; a preset in ``configs/pretrain_<name>.yaml`` sets a few keys
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 TASK_WEIGHTS = ("mlm_weight", "p2q_weight", "brand_weight", "color_weight", "infonce_weight",
@@ -33,9 +34,16 @@ class PretrainConfig:
     scratch_hidden: int = 64
     scratch_layers: int = 2
     scratch_heads: int = 2
+    # Characters of each product text used to train the scratch tokenizer, find uncovered
+    # characters and measure [UNK] rates (0 = all). The encoder reads at most max_length tokens.
+    tokenizer_text_chars: int = 0
     extend_vocab: bool = True  # add the characters the vocabulary maps to [UNK]
     extend_min_count: int = 1  # a character must occur this often in the corpus to be added
     extend_max_tokens: int = 10000
+
+    # Train the task heads only, encoder frozen: what the backbone knows as shipped (the MLM
+    # head of all-MiniLM-L6-v2 is not in its checkpoint, so its step-0 MLM loss says nothing).
+    freeze_encoder: bool = False
 
     # --- tasks (weight 0 = off)
     mlm_weight: float = 1.0
@@ -70,3 +78,44 @@ class PretrainConfig:
     save_every: int = 0  # checkpoint every N optimizer steps (0: only the final model)
     eval_batch_size: int = 32
     seed: int = 0
+    torch_threads: int = 0  # intra-op CPU threads (0 = torch's default); see configs/pretrain_cpu.yaml
+
+    # --- frozen-encoder probe of the ablation (python -m pretrain.ablation)
+    probe_run: str = ""  # a pipeline run dir with examples/folds.parquet; "" = folds made here
+    probe_folds: int = 5  # used only when probe_run is ""
+    probe_max_length: int = 64
+    # Inverse L2 strength of the logistic regression. Frozen embeddings barely beat the majority
+    # class on the sample; looser values (0.01 .. 1) overfit the 1537 features and score below it.
+    probe_c: float = 0.001
+
+
+def checked(cfg: PretrainConfig) -> PretrainConfig:
+    """``cfg`` with scalar values coerced to their field types, or a one-line error.
+
+    YAML reads ``3e-3`` (no dot) as a string; an override of a float key with it should work,
+    and a non-number should fail here rather than deep inside the scheduler.
+    """
+    types = {"float": float, "int": int, "str": str, "bool": bool}
+    values = {}
+    for f in dataclasses.fields(cfg):
+        value, want = getattr(cfg, f.name), types.get(str(f.type))
+        if want is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
+            continue
+        try:
+            if want is bool:
+                if not isinstance(value, str) or value.lower() not in ("true", "false"):
+                    raise ValueError
+                values[f.name] = value.lower() == "true"
+            elif want is int and isinstance(value, float) and value.is_integer():
+                values[f.name] = int(value)
+            elif want is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+                values[f.name] = float(value)
+            elif want is int and isinstance(value, str):
+                values[f.name] = int(value)
+            elif want is str:
+                values[f.name] = str(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"pretrain config: {f.name} must be {want.__name__}, got {value!r}") from None
+    return dataclasses.replace(cfg, **values)

@@ -45,6 +45,8 @@ def load_backbone(cfg: PretrainConfig, tokenizer) -> tuple[nn.Module, nn.Module,
     mlm.tie_weights()
     if mlm.get_input_embeddings().num_embeddings != len(tokenizer):
         mlm.resize_token_embeddings(len(tokenizer))  # new rows drawn around the old rows' mean
+        # the wrapper updates its own config only; the encoder's is the one save_pretrained writes
+        encoder.config.vocab_size = len(tokenizer)
     heads = [m for name, m in mlm.named_children() if name != mlm.base_model_prefix]
     if len(heads) != 1:
         raise ValueError(f"backbone {cfg.backbone!r}: expected one masked-LM head beside the "
@@ -92,6 +94,8 @@ class MultiTaskModel(nn.Module):
         pooler = getattr(self.encoder, "pooler", None)
         if pooler is not None:  # only the Product2Query head reads the pooler
             pooler.requires_grad_(cfg.p2q_weight != 0)
+        if cfg.freeze_encoder:  # the tied MLM decoder (= input embeddings) freezes with it
+            self.encoder.requires_grad_(False)
 
     def mlm_head_decoder_weight(self):
         return self.encoder.get_input_embeddings().weight

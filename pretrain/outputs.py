@@ -44,7 +44,7 @@ def write_pretrain_dir(final: Path, model, tokenizer, corpus: Corpus, config_yam
             write_json({"values": vocab.values, "normalize": NORMALIZE, "trained": trained,
                         "rows": f"{name}_embeddings.pt row i is values[i]"}, tmp / f"{name}_vocab.json")
         (tmp / "pretrain_config.yaml").write_text(config_yaml, encoding="utf-8")
-        for name in ("loss_log.jsonl", "vocab_coverage.csv", "added_tokens.json"):
+        for name in ("loss_log.jsonl", "vocab_coverage.csv", "extension_chars.json"):
             if (work / name).is_file():
                 shutil.copy2(work / name, tmp / name)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")

@@ -34,12 +34,13 @@ from esci import backbones
 from esci.config import load_config, to_yaml
 from pretrain import outputs
 from pretrain.batches import EpochOrder, TaskBatcher
-from pretrain.config import TASK_WEIGHTS, PretrainConfig
+from pretrain.config import TASK_WEIGHTS, PretrainConfig, checked
 from pretrain.corpus import Corpus, load_corpus
 from pretrain.model import MultiTaskModel, load_backbone
 from pretrain.vocab_extension import coverage_report, extend_tokenizer, unk_rates
 
 RESUME_MAY_CHANGE = ("save_every",)  # every other key must match the checkpoint's config
+HELDOUT_STREAM = 2**31  # seed-stream id of the held-out masks, apart from every epoch id
 
 
 @dataclasses.dataclass
@@ -59,6 +60,7 @@ class Progress:
 
 
 def validate(cfg: PretrainConfig) -> None:
+    """Raise a one-line error for a config that cannot work (types are coerced by ``checked``)."""
     weights = {name: getattr(cfg, name) for name in TASK_WEIGHTS}
     if any(w < 0 for w in weights.values()) or not any(weights.values()):
         raise ValueError(f"pretrain config: task weights must be >= 0 and not all 0, got {weights}")
@@ -74,15 +76,15 @@ def validate(cfg: PretrainConfig) -> None:
 # ---------------------------------------------------------------- tokenizer and model
 def build_tokenizer(cfg: PretrainConfig, corpus: Corpus):
     """The backbone's tokenizer (trained on the corpus for scratch), extended to cover it."""
-    texts = corpus.frame["text"].tolist()
-    tokenizer = backbones.load_tokenizer(cfg.backbone, corpus.train["text"].tolist(),
-                                         cfg.scratch_vocab_size)
+    cut = cfg.tokenizer_text_chars or None
+    texts = corpus.frame["text"].str.slice(0, cut).tolist()
+    train_texts = corpus.train["text"].str.slice(0, cut).tolist()
+    tokenizer = backbones.load_tokenizer(cfg.backbone, train_texts, cfg.scratch_vocab_size)
     locales = corpus.frame["product_locale"].tolist()
     before = unk_rates(tokenizer, texts, locales)
     added: list[str] = []
     if cfg.extend_vocab:
-        added = extend_tokenizer(tokenizer, corpus.train["text"].tolist(), cfg.extend_min_count,
-                                 cfg.extend_max_tokens)
+        added = extend_tokenizer(tokenizer, train_texts, cfg.extend_min_count, cfg.extend_max_tokens)
     after = unk_rates(tokenizer, texts, locales)
     return tokenizer, coverage_report(before, after), added
 
@@ -122,7 +124,7 @@ def heldout_mlm_loss(model: MultiTaskModel, batcher: TaskBatcher, n_rows: int, c
     for start in range(0, n_rows, cfg.eval_batch_size):
         rows = list(range(start, min(start + cfg.eval_batch_size, n_rows)))
         inputs = {k: v.to(accelerator.device) for k, v in
-                  batcher.masked(rows, [cfg.seed, -1, start]).items()}
+                  batcher.masked(rows, [cfg.seed, HELDOUT_STREAM, start]).items()}
         n = int((inputs["labels"] != -100).sum())
         if n == 0:
             continue
@@ -186,7 +188,19 @@ def trim_log(path: Path, step: int) -> None:
 def train(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True,
           on_step: Callable[[dict], None] | None = None) -> dict:
     """Pre-train as ``cfg`` says; returns ``metrics.json``'s content. ``on_step`` sees each log row."""
+    cfg = checked(cfg)
     validate(cfg)
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _train(cfg, resume, show_progress, on_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: PretrainConfig, resume: bool, show_progress: bool,
+           on_step: Callable[[dict], None] | None) -> dict:
     started = time.time()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
                               gradient_accumulation_steps=cfg.grad_accum_steps)
@@ -203,7 +217,7 @@ def train(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True,
                 shutil.rmtree(work)
             tokenizer.save_pretrained(work / "tokenizer")
             coverage.to_csv(work / "vocab_coverage.csv", index=False)
-            (work / "added_tokens.json").write_text(json.dumps(added, ensure_ascii=False))
+            (work / "extension_chars.json").write_text(json.dumps(added, ensure_ascii=False))
             (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         accelerator.wait_for_everyone()
     else:
@@ -216,8 +230,10 @@ def train(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True,
     batcher = TaskBatcher(train_frame, tokenizer, cfg)
     heldout_batcher = TaskBatcher(heldout_frame, tokenizer, cfg)
     order = EpochOrder(len(train_frame), cfg.seed)
+    # its own generator: creating an iterator then draws no number from the global RNG, so a
+    # resumed run's dropout masks match the uninterrupted run's
     loader = DataLoader(order, batch_size=cfg.batch_size, shuffle=False, drop_last=True,
-                        collate_fn=batcher)
+                        collate_fn=batcher, generator=torch.Generator().manual_seed(cfg.seed))
     if len(loader) == 0:
         raise ValueError(f"pretrain: {len(train_frame)} training products, fewer than "
                          f"batch_size={cfg.batch_size}")
@@ -298,7 +314,7 @@ def train(cfg: PretrainConfig, resume: bool = False, show_progress: bool = True,
         "train_products": len(train_frame), "heldout_products": len(heldout_frame),
         "heldout_mlm_loss_before": progress.heldout_before, "heldout_mlm_loss_after": after,
         "mlm_head_pretrained": not head_is_new, "processes": n_proc,
-        "added_tokens": len(json.loads((work / "added_tokens.json").read_text())),
+        "added_tokens": len(json.loads((work / "extension_chars.json").read_text())),
         "brand_vocab": len(corpus.brand_vocab), "color_vocab": len(corpus.color_vocab),
         "seconds": round(time.time() - started, 1),
     }

@@ -3,13 +3,16 @@
 MiniLM's English WordPiece vocabulary turns most Japanese words into one [UNK] each
 ("ワイヤレスイヤホン bluetooth" -> [CLS] [UNK] blue ##tooth [SEP]): it holds single kana but not
 the '##' continuations a word needs. The fix adds every non-ASCII character found inside an
-[UNK] span as a token of its own (``tokenizer.add_tokens``), so such words become character
-sequences; the caller resizes the embeddings and MLM learns the new rows. Characters already in
-the vocabulary keep their pretrained id. Added tokens are matched before the tokenizer's
-normaliser (``normalized=False``), so the uncased normaliser cannot strip the dakuten of 'ガ'.
+[UNK] span, and every kana/CJK character the normaliser would change, as a token of its own
+(``tokenizer.add_tokens``), so such words become character sequences; the caller resizes the
+embeddings and MLM learns the new rows. Characters already in the vocabulary keep their
+pretrained id. Added tokens are matched before the tokenizer's normaliser (``normalized=False``),
+so the uncased normaliser cannot strip the dakuten of 'ガ'. A sentencepiece backbone that covers
+the scripts (XLM-R, InfoXLM) gets next to nothing added, and keeps its multi-character pieces.
 """
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -50,12 +53,40 @@ def unk_rates(tokenizer, texts: list[str], locales: list[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
+# Scripts written without spaces, where a word is a run of characters: WordPiece needs '##'
+# continuations for every character of it, and one missing one turns the word into [UNK].
+UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "FULLWIDTH", "HALFWIDTH")
+
+
+def _unspaced(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith(UNSPACED_SCRIPTS)
+
+
+def _mangled(tokenizer, ch: str) -> bool:
+    """The tokenizer's normaliser turns ``ch`` into another character (uncased WordPiece strips
+    the dakuten: 'ガイド' (guide) reads as 'カイト' (kite))."""
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", None), "normalizer", None)
+    if normalizer is None:
+        return False
+    return normalizer.normalize_str(ch).strip() not in (ch, ch.lower())
+
+
 def uncovered_characters(tokenizer, texts: list[str], min_count: int = 1) -> list[str]:
-    """Non-ASCII characters found inside [UNK] spans, most frequent first (ties by code point)."""
+    """Characters the tokenizer cannot represent, most frequent first (ties by code point).
+
+    Those are the non-ASCII characters inside [UNK] spans, plus the characters of unspaced
+    scripts (kana, CJK, Hangul) that the normaliser changes into others.
+    """
     counts: Counter = Counter()
+    seen: Counter = Counter()
     for (_, spans), text in zip(_unk_spans(tokenizer, texts), texts):
         for s, e in spans:
             counts.update(ch for ch in text[s:e] if not ch.isascii() and not ch.isspace())
+        seen.update(ch for ch in text if not ch.isascii())
+    added = tokenizer.get_added_vocab()  # already split out before the normaliser
+    for ch, n in seen.items():
+        if ch not in counts and ch not in added and _unspaced(ch) and _mangled(tokenizer, ch):
+            counts[ch] = n
     kept = [(ch, n) for ch, n in counts.items() if n >= min_count]
     return [ch for ch, _ in sorted(kept, key=lambda kv: (-kv[1], kv[0]))]
 
