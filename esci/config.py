@@ -41,7 +41,7 @@ class BaselineConfig:
     learning_rate: float = 0.03
     num_leaves: int = 7
     min_child_samples: int = 20
-    n_jobs: int = 2
+    n_jobs: int = 1  # OpenMP threads spin-wait: on a shared 2-core machine 2 threads ran 15x slower
     seed: int = 42
     prior_model: bool = True  # also write the class-prior model, the floor every model must beat
 
