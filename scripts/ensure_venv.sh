@@ -7,6 +7,8 @@ stamp=.venv/.requirements-$want
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || python3 -m venv .venv
   echo "installing dependencies into .venv (requirements.txt $*)..."
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt $(printf -- '-r %s ' "$@")
+  reqs=(-r requirements.txt)
+  for f in "$@"; do reqs+=(-r "$f"); done
+  .venv/bin/python -m pip install -q --disable-pip-version-check "${reqs[@]}"
   touch "$stamp"
 fi
