@@ -51,7 +51,7 @@ def lgbm_oof_probs(features: pd.DataFrame, labels: np.ndarray, folds: np.ndarray
         train, held = folds != k, folds == k
         clf = lgb.LGBMClassifier(objective="multiclass", n_estimators=200, learning_rate=0.05,
                                  num_leaves=15, min_child_samples=10, random_state=seed,
-                                 deterministic=True, force_row_wise=True, n_jobs=2, verbose=-1)
+                                 deterministic=True, force_row_wise=True, n_jobs=1, verbose=-1)
         clf.fit(features[train], labels[train])
         probs[np.ix_(held, clf.classes_)] = clf.predict_proba(features[held])
     return probs
@@ -68,7 +68,7 @@ def lgbm_in_sample_probs(features: pd.DataFrame, labels: np.ndarray, seed: int =
     """The wrong way, as a control: probabilities of a model that trained on the rows it scores."""
     clf = lgb.LGBMClassifier(objective="multiclass", n_estimators=200, learning_rate=0.05, num_leaves=15,
                              min_child_samples=10, random_state=seed, deterministic=True,
-                             force_row_wise=True, n_jobs=2, verbose=-1).fit(features, labels)
+                             force_row_wise=True, n_jobs=1, verbose=-1).fit(features, labels)
     probs = np.zeros((len(labels), len(LABELS)))
     probs[:, clf.classes_] = clf.predict_proba(features)
     return probs

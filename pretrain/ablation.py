@@ -73,7 +73,8 @@ def probe_inputs(cfg: PretrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 
 def _training_keys(cfg_dict: dict) -> dict:
-    return {k: v for k, v in cfg_dict.items() if not k.startswith("probe_")}
+    """The keys a pre-trained encoder depends on (not the probe's, not checkpoint frequency)."""
+    return {k: v for k, v in cfg_dict.items() if not k.startswith("probe_") and k != "save_every"}
 
 
 def _trained(cfg: PretrainConfig) -> bool:

@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from transformers import DataCollatorForLanguageModeling
 
 from pretrain.config import PretrainConfig
-from pretrain.pseudo_query import SpanSpec, cut_from_product, make_pseudo_query, negative_queries
+from pretrain.pseudo_query import (SpanSpec, cut_from_product, locale_index, make_pseudo_query,
+                                   negative_queries)
 
 
 class EpochOrder(Dataset):
@@ -76,8 +77,9 @@ class TaskBatcher:
         self.mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=cfg.mlm_probability)
         self.texts = clip_to_tokens(tokenizer, self.frame["text"].tolist(), cfg.max_length)
         self.anon = clip_to_tokens(tokenizer, self.frame["anon_text"].tolist(), cfg.max_length)
-        self.sources = self.frame["query_source"].tolist()
-        self.locales = self.frame["product_locale"].tolist()
+        self.sources = self.frame["query_source"].to_numpy(dtype=object)
+        self.locales = self.frame["product_locale"].to_numpy(dtype=object)
+        self.by_locale = locale_index(self.locales)
 
     def _encode(self, texts, pair=None, max_length=None) -> dict:
         return dict(self.tok(texts, pair, truncation="only_second" if pair else True,
@@ -125,7 +127,8 @@ class TaskBatcher:
             cut = rng.random() < self.cfg.p2q_cut_prob
             product_side.append(cut_from_product(self.texts[r], self.sources[r], spans) if cut
                                 else self.texts[r])
-        partners, neg_queries = negative_queries(np.asarray(rows), self.frame, self.spec, rng)
+        partners, neg_queries = negative_queries(np.asarray(rows), self.locales, self.sources,
+                                                 self.by_locale, self.spec, rng)
         queries = [q for q, _ in drawn]
         pairs_q, pairs_p, targets = list(queries), list(product_side), [1.0] * len(rows)
         for r, neg_q in zip(rows, neg_queries):

@@ -96,28 +96,32 @@ def cut_from_product(product_text: str, query_source: str, spans: list[tuple[int
     return _SPACE.sub(" ", out).strip()
 
 
-def negative_queries(anchors: np.ndarray, pool: pd.DataFrame, spec: SpanSpec,
-                     rng: np.random.Generator, tries: int = 5) -> tuple[np.ndarray, list[str | None]]:
-    """For each anchor row of ``pool``, a pseudo query of another product of the same locale.
+def locale_index(locales: np.ndarray) -> dict[str, np.ndarray]:
+    """Row positions of each locale, computed once per corpus."""
+    return {loc: np.flatnonzero(locales == loc) for loc in np.unique(locales)}
 
-    ``pool`` has ``product_locale`` and ``query_source``; ``anchors`` are row positions in it.
-    A draw whose query also reads as a span of the anchor (two listings with the same title) is
-    redrawn up to ``tries`` times. A locale with a single product has no negative: the partner
-    is -1 and the query None, and the caller drops that pair.
+
+def negative_queries(anchors: np.ndarray, locales: np.ndarray, sources: np.ndarray,
+                     by_locale: dict[str, np.ndarray], spec: SpanSpec, rng: np.random.Generator,
+                     tries: int = 5) -> tuple[np.ndarray, list[str | None]]:
+    """For each anchor row, a pseudo query of another product of the same locale.
+
+    ``locales``/``sources`` (query source texts) are per corpus row; ``anchors`` are row
+    positions. A draw whose query also reads as a span of the anchor (two listings with the same
+    title) is redrawn up to ``tries`` times. A locale with a single product has no negative: the
+    partner is -1 and the query None, and the caller drops that pair.
     """
-    locales = pool["product_locale"].to_numpy()
-    sources = pool["query_source"].to_numpy()
-    by_locale = {loc: np.flatnonzero(locales == loc) for loc in np.unique(locales)}
     partners = np.full(len(anchors), -1, dtype=np.int64)
     queries: list[str | None] = [None] * len(anchors)
     for k, i in enumerate(anchors):
         candidates = by_locale[locales[i]]
-        candidates = candidates[candidates != i]
-        if len(candidates) == 0:
+        if len(candidates) < 2:
             continue
         own = sources[i].casefold()
         for _ in range(tries):
             j = int(candidates[rng.integers(0, len(candidates))])
+            while j == i:
+                j = int(candidates[rng.integers(0, len(candidates))])
             query, _ = make_pseudo_query(sources[j], locales[j], spec, rng)
             partners[k], queries[k] = j, query
             if query and query.casefold() not in own:

@@ -35,7 +35,7 @@ from esci.config import load_config, to_yaml
 from pretrain import outputs
 from pretrain.batches import EpochOrder, TaskBatcher
 from pretrain.config import TASK_WEIGHTS, PretrainConfig, checked
-from pretrain.corpus import Corpus, load_corpus
+from pretrain.corpus import IGNORE, Corpus, load_corpus
 from pretrain.model import MultiTaskModel, load_backbone
 from pretrain.vocab_extension import coverage_report, extend_tokenizer, unk_rates
 
@@ -105,6 +105,43 @@ def param_groups(model: MultiTaskModel, cfg: PretrainConfig, head_is_new: bool) 
         decay = 0.0 if p.ndim < 2 else cfg.weight_decay  # no decay on biases and LayerNorm
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+# ---------------------------------------------------------------- loss log
+class LossMeter:
+    """Per-task mean loss over the micro-batches of one optimizer step and over processes.
+
+    A micro-batch without targets for a task (no brand in the vocabulary among its products, no
+    masked token) trains on a zero loss but is left out of the mean; a step with none logs null.
+    """
+
+    def __init__(self, tasks: list[str]):
+        self.keys = tasks + ["loss"]
+        self.sums = torch.zeros(len(self.keys), dtype=torch.float64)
+        self.counts = torch.zeros(len(self.keys), dtype=torch.float64)
+
+    def add(self, task_losses: dict, total: torch.Tensor, batch: dict) -> None:
+        values = {**task_losses, "loss": total}
+        for i, key in enumerate(self.keys):
+            if key in values and has_targets(batch, key):
+                self.sums[i] += float(values[key].detach())
+                self.counts[i] += 1
+
+    def pop(self, accelerator: Accelerator) -> dict:
+        both = accelerator.reduce(torch.cat([self.sums, self.counts]).to(accelerator.device), "sum")
+        sums, counts = both.cpu().split(len(self.keys))
+        self.sums.zero_()
+        self.counts.zero_()
+        return {k: (round(float(s / c), 6) if c > 0 else None)
+                for k, s, c in zip(self.keys, sums, counts)}
+
+
+def has_targets(batch: dict, task: str) -> bool:
+    if task in ("brand", "color"):
+        return bool((batch["anon"][f"{task}_labels"] != IGNORE).any())
+    if task == "mlm":
+        return bool((batch["mlm"]["labels"] != IGNORE).any())
+    return True
 
 
 # ---------------------------------------------------------------- held-out MLM loss
@@ -210,18 +247,18 @@ def _train(cfg: PretrainConfig, resume: bool, show_progress: bool,
 
     # --- data and tokenizer
     corpus = load_corpus(cfg)
-    if ckpt is None:
+    if ckpt is None and accelerator.is_main_process:
+        # built once and saved; every process (and a resumed run) loads the saved one, so all
+        # agree on the vocabulary even if tokenizer training were not deterministic
         tokenizer, coverage, added = build_tokenizer(cfg, corpus)
-        if accelerator.is_main_process:
-            if work.exists():
-                shutil.rmtree(work)
-            tokenizer.save_pretrained(work / "tokenizer")
-            coverage.to_csv(work / "vocab_coverage.csv", index=False)
-            (work / "extension_chars.json").write_text(json.dumps(added, ensure_ascii=False))
-            (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-        accelerator.wait_for_everyone()
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+        if work.exists():
+            shutil.rmtree(work)
+        tokenizer.save_pretrained(work / "tokenizer")
+        coverage.to_csv(work / "vocab_coverage.csv", index=False)
+        (work / "extension_chars.json").write_text(json.dumps(added, ensure_ascii=False))
+        (work / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    accelerator.wait_for_everyone()
+    tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
 
     # --- model, optimiser, schedule
     encoder, mlm_head, head_is_new = load_backbone(cfg, tokenizer)
@@ -261,8 +298,7 @@ def _train(cfg: PretrainConfig, resume: bool, show_progress: bool,
     bar = tqdm(total=cfg.max_steps, initial=progress.step, desc="pretrain",
                disable=not (show_progress and accelerator.is_local_main_process))
     model.train()
-    sums: dict[str, float] = {}
-    micro = 0
+    meter = LossMeter([t for t, w in weights.items() if w])
     while progress.step < cfg.max_steps:
         order.set_epoch(progress.epoch)
         batches = (accelerator.skip_first_batches(loader, progress.batch_in_epoch)
@@ -278,24 +314,18 @@ def _train(cfg: PretrainConfig, resume: bool, show_progress: bool,
                 scheduler.step()
                 optimizer.zero_grad()
             progress.batch_in_epoch += 1
-            micro += 1
-            for t, loss in task_losses.items():
-                sums[t] = sums.get(t, 0.0) + float(loss.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+            meter.add(task_losses, total, batch)
             if not accelerator.sync_gradients:
                 continue
             progress.step += 1
-            means = torch.tensor([v / micro for v in sums.values()], device=accelerator.device)
-            means = accelerator.reduce(means, "mean")
             row = {"step": progress.step, "epoch": progress.epoch,
-                   "lr": scheduler.get_last_lr()[0],
-                   **{k: round(float(v), 6) for k, v in zip(sums, means.tolist())}}
-            sums, micro = {}, 0
+                   "lr": scheduler.get_last_lr()[0], **meter.pop(accelerator)}
             if accelerator.is_main_process:
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(row) + "\n")
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k not in ("step", "epoch", "lr")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()
+                             if k not in ("step", "epoch", "lr") and v is not None})
             if cfg.save_every and progress.step % cfg.save_every == 0 and progress.step < cfg.max_steps:
                 save_checkpoint(accelerator, work, progress.step)
             if on_step is not None:

@@ -2,8 +2,9 @@
 
 MiniLM's English WordPiece vocabulary turns most Japanese words into one [UNK] each
 ("ワイヤレスイヤホン bluetooth" -> [CLS] [UNK] blue ##tooth [SEP]): it holds single kana but not
-the '##' continuations a word needs. The fix adds every non-ASCII character found inside an
-[UNK] span, and every kana/CJK character the normaliser would change, as a token of its own
+the '##' continuations a word needs. The fix adds the characters to blame for an [UNK] (kana/CJK
+in an [UNK] word, or a character that is [UNK] on its own), and every kana/CJK character the
+normaliser would change, as a token of its own
 (``tokenizer.add_tokens``), so such words become character sequences; the caller resizes the
 embeddings and MLM learns the new rows. Characters already in the vocabulary keep their
 pretrained id. Added tokens are matched before the tokenizer's normaliser (``normalized=False``),
@@ -71,18 +72,28 @@ def _mangled(tokenizer, ch: str) -> bool:
     return normalizer.normalize_str(ch).strip() not in (ch, ch.lower())
 
 
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def uncovered_characters(tokenizer, texts: list[str], min_count: int = 1) -> list[str]:
     """Characters the tokenizer cannot represent, most frequent first (ties by code point).
 
-    Those are the non-ASCII characters inside [UNK] spans, plus the characters of unspaced
-    scripts (kana, CJK, Hangul) that the normaliser changes into others.
+    Those are the characters of [UNK] spans that are [UNK] on their own or belong to an
+    unspaced script (kana, CJK, Hangul), plus the unspaced-script characters that the
+    normaliser changes into others.
     """
-    counts: Counter = Counter()
+    in_unk: Counter = Counter()
     seen: Counter = Counter()
     for (_, spans), text in zip(_unk_spans(tokenizer, texts), texts):
         for s, e in spans:
-            counts.update(ch for ch in text[s:e] if not ch.isascii() and not ch.isspace())
+            in_unk.update(ch for ch in text[s:e] if not ch.isascii() and not ch.isspace())
         seen.update(ch for ch in text if not ch.isascii())
+    # Inside an [UNK] word, only the characters to blame: those [UNK] on their own, and those of
+    # unspaced scripts (the word lacks their '##' forms). An 'á' there is not to blame (the
+    # normaliser turns it into 'a'), and splitting it out would break every Spanish word with it.
+    counts = Counter({ch: n for ch, n in in_unk.items()
+                      if _unspaced(ch) or tokenizer.unk_token_id in _ids(tokenizer, ch)})
     added = tokenizer.get_added_vocab()  # already split out before the normaliser
     for ch, n in seen.items():
         if ch not in counts and ch not in added and _unspaced(ch) and _mangled(tokenizer, ch):
