@@ -110,12 +110,28 @@ def load_base_models(paths: RunPaths, include_leak: bool = False,
     return BaseModels(names, leak, Split(ref_oof, oof_out), Split(ref_test, test_out))
 
 
-def load_text_features(paths: RunPaths, examples: pd.DataFrame,
-                       products: pd.DataFrame) -> pd.DataFrame:
-    """``features/lexical.parquet`` (built by the baseline); rebuilt in memory if it is absent."""
+def load_text_features(paths: RunPaths, examples: pd.DataFrame, products: pd.DataFrame,
+                       extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``features/lexical.parquet`` (built by the baseline; rebuilt in memory if absent) joined with
+    ``features/<name>.parquet`` for each name in ``extra`` (upstream stages that are switched on,
+    such as the out-of-fold ``query_understanding``: a disabled stage's stale file is not read).
+    Feature files hold one row per example_id."""
     file = paths.features_dir / "lexical.parquet"
     if file.is_file():
-        return pd.read_parquet(file)
-    print(f"[ensemble] {file} missing (baseline disabled?): building lexical features in memory")
-    from baseline.lexical_features import build_lexical_features
-    return build_lexical_features(examples, products)
+        text = pd.read_parquet(file)
+    else:
+        print(f"[ensemble] {file} missing (baseline disabled?): building lexical features in memory")
+        from baseline.lexical_features import build_lexical_features
+        text = build_lexical_features(examples, products)
+    text = text.assign(example_id=text["example_id"].astype(str))
+    for name in extra:
+        extra_file = paths.features_dir / f"{name}.parquet"
+        if not extra_file.is_file():
+            raise FileNotFoundError(f"ensemble: {extra_file} missing (stage {name} enabled but not run?)")
+        more = pd.read_parquet(extra_file)
+        more = more.assign(example_id=more["example_id"].astype(str))
+        clash = sorted(set(more.columns) & set(text.columns) - {"example_id"})
+        if clash:
+            raise ValueError(f"ensemble: {extra_file} repeats feature columns {clash[:5]} of another feature file")
+        text = text.merge(more, on="example_id", how="left", validate="one_to_one")
+    return text

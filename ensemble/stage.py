@@ -26,10 +26,13 @@ from ensemble.inputs import BaseModels, Split, is_own_output, load_base_models, 
 from ensemble.stacker import TASKS, nested_cv
 from esci.artifacts import PROB_COLUMNS, RunPaths, expected_gain, write_csv, write_json, \
     write_predictions, write_text
+from esci.config import PipelineConfig
 from esci.leaderboard import crossfit_task3
 from esci.metrics import gains_of, ndcg, tune_threshold
 
 STACK, STACK_LEAK, MEAN_BLEND = "stack", "stack-leak", "mean-blend"
+STACK_NO_QU = "stack-no-qu"  # the stack without the query-understanding feature group, for comparison
+QU_PREFIX = "qu_"
 
 
 @contextlib.contextmanager
@@ -166,7 +169,12 @@ def _task1_table(base: BaseModels, models: list[str], results: dict, blend_oof: 
     return task1_candidates(keys, scores, f"{best}: expected gain", cfg.bootstrap, cfg.seed)
 
 
-def run(cfg, paths: RunPaths) -> list[Path]:
+def upstream_features(cfg: PipelineConfig) -> tuple[str, ...]:
+    """Feature files of enabled upstream stages that the stack joins to the lexical features."""
+    return ("query_understanding",) if cfg.query_understanding.enabled else ()
+
+
+def run(cfg: PipelineConfig, paths: RunPaths) -> list[Path]:
     ecfg: EnsembleConfig = cfg.ensemble
     if ecfg.task1 not in ("ranker", "expected_gain"):
         raise ValueError(f"config ensemble.task1: {ecfg.task1!r} is not ranker or expected_gain")
@@ -180,17 +188,21 @@ def run(cfg, paths: RunPaths) -> list[Path]:
     with timed("read_inputs"):
         if ecfg.text_features:
             examples, products = _side_rows(paths)
-            text = load_text_features(paths, examples, products)
+            text = load_text_features(paths, examples, products, upstream_features(cfg))
             rows = _number_rows(examples, products)
 
-    variants = [(STACK, clean, False)]
+    variants = [(STACK, clean, False, text)]
     if ecfg.leak_features:
-        variants.append((STACK_LEAK, base.names, True))
+        variants.append((STACK_LEAK, base.names, True, text))
+    qu_columns = [c for c in text.columns if c.startswith(QU_PREFIX)] if text is not None else []
+    if qu_columns:
+        variants.append((STACK_NO_QU, clean, False, text.drop(columns=qu_columns)))
     outputs, importance, stacked = [], [], {}
-    for name, models, leak in variants:
-        results, table = stack_predictions(base, models, text, rows, ecfg, leak)
+    for name, models, leak, features in variants:
+        results, table = stack_predictions(base, models, features, rows, ecfg, leak)
         desc = (f"LightGBM stack over {models} (task1 {ecfg.task1}, task2 multiclass, task3 "
-                f"binary p_sub){'; with leak features' if leak else ''}")
+                f"binary p_sub){'; with leak features' if leak else ''}"
+                f"{'; without the query-understanding features' if name == STACK_NO_QU else ''}")
         with timed(f"write_{name}"):
             oof, test = _predictions(base, results, ecfg.task1)
             outputs += _write_model(paths, name, oof, test, desc,
@@ -201,7 +213,7 @@ def run(cfg, paths: RunPaths) -> list[Path]:
         blend_oof, blend_test = mean_blend(base, clean)
         outputs += _write_model(paths, MEAN_BLEND, blend_oof, blend_test,
                                 f"mean of probabilities, rank-mean of scores over {clean}", False)
-    _remove_stale(paths, {name for name, _, _ in variants} | {MEAN_BLEND})
+    _remove_stale(paths, {v[0] for v in variants} | {MEAN_BLEND})
     with timed("diagnostics"):
         outputs += _diagnostics(paths, ecfg, base, clean, stacked, blend_oof,
                                 pd.concat(importance, ignore_index=True))
@@ -234,6 +246,14 @@ def _diagnostics(paths: RunPaths, ecfg: EnsembleConfig, base: BaseModels, clean:
         print(leak_gap.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     else:
         (out_dir / "leak_vs_clean.csv").unlink(missing_ok=True)  # from an earlier leak run
+    if STACK_NO_QU in stacked:  # what the query-understanding features add, on the same resamples
+        files["qu_vs_no_qu.csv"] = out_dir / "qu_vs_no_qu.csv"
+        qu_gap = compare_pair(stack_oof, stacked[STACK_NO_QU][0], ecfg.bootstrap, ecfg.seed)
+        write_csv(qu_gap.assign(a=STACK, b=STACK_NO_QU), files["qu_vs_no_qu.csv"])
+        print("[ensemble] stack minus stack-no-qu (what the query-understanding features add):")
+        print(qu_gap.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    else:
+        (out_dir / "qu_vs_no_qu.csv").unlink(missing_ok=True)
     truth = stack_oof["esci_label"] == "S"
     write_json({"threshold": tune_threshold(truth, stack_oof["p_sub"]),
                 "fraction_predicted_substitute_crossfit": float(crossfit_task3(stack_oof).mean()),

@@ -57,10 +57,11 @@ def _stage_configs():
     from ensemble.config import EnsembleConfig
     from esci.figures_config import FiguresConfig
     from finetune.config import FinetuneConfig
-    return FinetuneConfig, EnsembleConfig, FiguresConfig
+    from query_understanding.config import QUConfig
+    return FinetuneConfig, EnsembleConfig, FiguresConfig, QUConfig
 
 
-_Finetune, _Ensemble, _Figures = _stage_configs()
+_Finetune, _Ensemble, _Figures, _QueryUnderstanding = _stage_configs()
 
 
 @dataclass
@@ -71,6 +72,7 @@ class PipelineConfig:
     cv: CVConfig = field(default_factory=CVConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     finetune: _Finetune = field(default_factory=_Finetune)
+    query_understanding: _QueryUnderstanding = field(default_factory=_QueryUnderstanding)
     ensemble: _Ensemble = field(default_factory=_Ensemble)
     leaderboard: LeaderboardConfig = field(default_factory=LeaderboardConfig)
     figures: _Figures = field(default_factory=_Figures)

@@ -45,6 +45,9 @@ VARIANTS = [  # name, label, overrides of the baseline
     ("pretrained", "baseline on the pre-trained backbone", dict(backbone="PRETRAIN")),
 ]
 
+REFERENCES = [("lexical_lgbm", "reference: lexical LightGBM baseline"),
+              ("prior", "reference: class prior (predicts E)")]
+
 
 def fold_stats(oof: pd.DataFrame) -> dict:
     _, folds = evaluate_oof(oof, n_boot=1)  # only the per-fold scores are used
@@ -56,7 +59,8 @@ def fold_stats(oof: pd.DataFrame) -> dict:
 
 
 def train_seconds(model_dir: Path) -> float:
-    return float(sum(json.loads(p.read_text()).get("seconds", 0.0) for p in model_dir.rglob("progress.json")))
+    # CPU seconds, not wall: the machine is shared, and load inflates wall time unevenly.
+    return float(sum(json.loads(p.read_text()).get("cpu_seconds", 0.0) for p in model_dir.rglob("progress.json")))
 
 
 def run_variant(name: str, overrides: dict, base, cfg, paths: RunPaths, prepared: dict, pretrain_dir: str | None):
@@ -88,7 +92,7 @@ def run_variant(name: str, overrides: dict, base, cfg, paths: RunPaths, prepared
 
 
 def to_markdown(rows: list[dict], setting: str) -> str:
-    head = "| variant | " + " | ".join(COLUMNS.values()) + " | train s | note |\n"
+    head = "| variant | " + " | ".join(COLUMNS.values()) + " | train CPU-s | note |\n"
     head += "|---|" + "---|" * (len(COLUMNS) + 2) + "\n"
     lines = []
     for r in rows:
@@ -96,7 +100,8 @@ def to_markdown(rows: list[dict], setting: str) -> str:
             lines.append(f"| {r['label']} | " + " | ".join("–" for _ in COLUMNS) + f" | – | {r['note']} |")
             continue
         cells = [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in COLUMNS]
-        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {r['train_s']:.0f} | {r['note']} |")
+        seconds = f"{r['train_s']:.0f}" if r.get("train_s") is not None else "–"
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + f" | {seconds} | {r['note']} |")
     return head + "\n".join(lines) + f"\n\n{setting}\n"
 
 
@@ -124,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[ablation] {name}", flush=True)
         rows.append({"variant": name, "label": label,
                      **run_variant(name, overrides, base, cfg, paths, prepared, pretrain_dir)})
+    for ref, label in REFERENCES:  # the same folds' non-neural models, when the run has them
+        if paths.oof(ref).is_file():
+            rows.append({"variant": ref, "label": label, **fold_stats(pd.read_parquet(paths.oof(ref))),
+                         "note": "reference, not a fine-tuned variant", "train_s": None})
     n_train = int((pd.read_parquet(paths.folds)["fold"] >= 0).sum())
     setting = (f"Setting: {n_train} labelled pairs of the bundled real sample, {args.folds}-fold query-grouped CV; "
                f"backbone {base.backbone}, max_length {base.max_length}, {base.epochs} epoch(s), batch "
                f"{base.batch_size}, lr {base.learning_rate:g} (head {base.head_learning_rate:g}); model selection "
                f"on an inner {base.valid_fraction:.0%} query-grouped validation slice of each training fold. "
-               "Values: mean ± std over folds of each fold's metrics. train s: summed fold wall time.")
+               "Values: mean ± std over folds of each fold's metrics. train CPU-s: CPU seconds of training summed over folds (load-independent, unlike wall time).")
     table = to_markdown(rows, setting)
     write_text(table, paths.root / "finetune_ablation.md")
     write_csv(pd.DataFrame(rows), paths.root / "finetune_ablation.csv")

@@ -28,7 +28,7 @@ from finetune.batches import label_indices
 from finetune.inputs import EncodedPairs, cached_pairs, pair_texts, text_settings
 from finetune.model import CrossEncoder
 from finetune.predict import score_and_sub
-from finetune.train import FoldData, train_and_predict
+from finetune.train import FoldData, process_state, train_and_predict
 
 # Config keys that change how a run is executed or reported, not what a fold model learns.
 RUNTIME_KEYS = {"enabled", "model_name", "infer_batch_size", "checkpoint_every", "keep_fold_models",
@@ -55,14 +55,20 @@ def prepare_inputs(cfg, data_cfg, run_root: Path, examples: pd.DataFrame, produc
     ts = text_settings(cfg, data_cfg)
     texts = pair_texts(frame, products, ts)
     cache_dir = Path(run_root) / "finetune" / "cache"
-    # A scratch tokenizer learns from what the encoder will see: text past ~8 chars per token is cut anyway.
-    corpus = (texts["query"].drop_duplicates().tolist()
-              + texts["text"].drop_duplicates().str.slice(0, 8 * cfg.max_length).tolist())
-    backbone = load_backbone(cfg.backbone, run_root, corpus, cfg, cache_dir)
-    vocabs, tables = id_vocabs(texts, backbone, cfg.id_min_count)
-    pairs = cached_pairs(cache_dir, texts, backbone.tokenizer, backbone.key, ts, cfg, vocabs)
+    # Under accelerate launch the main process trains the tokenizer and fills the cache; the others read it.
+    with process_state().main_process_first():
+        backbone = load_backbone(cfg.backbone, run_root, tokenizer_corpus(texts, cfg.max_length), cfg, cache_dir)
+        vocabs, tables = id_vocabs(texts, backbone, cfg.id_min_count)
+        pairs = cached_pairs(cache_dir, texts, backbone.tokenizer, backbone.key, ts, cfg, vocabs)
     labels = label_indices(frame["esci_label"].where(frame["fold"] != TEST_FOLD))
     return Prepared(frame.reset_index(drop=True), pairs, backbone, tables, labels)
+
+
+def tokenizer_corpus(texts: pd.DataFrame, max_length: int) -> list[str]:
+    """What a scratch tokenizer learns from (and is keyed by): what the encoder will see; text
+    past ~8 chars per token is cut anyway."""
+    return (texts["query"].drop_duplicates().tolist()
+            + texts["text"].drop_duplicates().str.slice(0, 8 * max_length).tolist())
 
 
 def members(cfg) -> list[tuple[str, list[str]]]:
@@ -100,11 +106,14 @@ def fold_assignment_digest(frame: pd.DataFrame) -> str:
 
 
 def _reset_if_changed(out_dir: Path, fp: str) -> None:
+    state = process_state()
     stamp = out_dir / "fingerprint.json"
-    if stamp.is_file() and json.loads(stamp.read_text())["fingerprint"] != fp:
-        shutil.rmtree(out_dir)
-    if not stamp.is_file():
-        write_json({"fingerprint": fp}, stamp)
+    if state.is_main_process:
+        if stamp.is_file() and json.loads(stamp.read_text())["fingerprint"] != fp:
+            shutil.rmtree(out_dir)
+        if not stamp.is_file():
+            write_json({"fingerprint": fp}, stamp)
+    state.wait_for_everyone()  # no process may look for finished folds in a directory being wiped
 
 
 def run_kfold(prep: Prepared, cfg, out_dir: Path, labels: np.ndarray | None = None,

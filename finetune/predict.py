@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import torch
-from accelerate.utils import send_to_device
+from accelerate.utils import gather_object, send_to_device
 
 from esci.metrics import gains_of, ndcg, task2_scores, task3_scores
 from esci.artifacts import GAINS, LABELS
@@ -15,15 +15,23 @@ from finetune.inputs import EncodedPairs
 GAIN_VECTOR = np.array([GAINS[label] for label in LABELS])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_outputs(model, pairs: EncodedPairs, rows: np.ndarray, pad_id: int, batch_size: int,
-                    device=None, length_sorted: bool = True) -> dict[str, np.ndarray]:
-    """Per-row outputs of every head: task2 (n, 4) probabilities, task1 (n,) gain, task3 (n,) P(sub)."""
+                    device=None, length_sorted: bool = True, accelerator=None,
+                    record: dict | None = None) -> dict[str, np.ndarray]:
+    """Per-row outputs of every head: task2 (n, 4) probabilities, task1 (n,) gain, task3 (n,) P(sub).
+
+    With an ``accelerator`` of several processes, each process scores every n-th batch and every
+    process gets all outputs back (``record["rows_per_process"]`` says who scored how many)."""
     collate = PairCollator(pairs, pad_id)
     was_training = model.training
     model.eval()
     order, chunks = [], {}
-    for batch_rows in inference_batches(rows, pairs, batch_size, length_sorted):
+    batches = inference_batches(rows, pairs, batch_size, length_sorted)
+    if accelerator is not None and accelerator.num_processes > 1:
+        # Strided over length-sorted batches: the shares match in padded tokens as well as in rows.
+        batches = batches[accelerator.process_index::accelerator.num_processes]
+    for batch_rows in batches:
         batch = collate(batch_rows)
         if device is not None:
             batch = send_to_device(batch, device)
@@ -33,9 +41,27 @@ def predict_outputs(model, pairs: EncodedPairs, rows: np.ndarray, pad_id: int, b
             chunks.setdefault(task, []).append(p.cpu().numpy())
         order.append(batch_rows)
     model.train(was_training)
-    position = {r: i for i, r in enumerate(np.concatenate(order))}
+    scored = np.concatenate(order) if order else np.empty(0, dtype=np.int64)
+    outputs = {task: np.concatenate(parts) for task, parts in chunks.items()}
+    if accelerator is not None and accelerator.num_processes > 1:
+        scored, outputs = _gather_by_row(scored, outputs, record)
+    position = {r: i for i, r in enumerate(scored)}
+    if len(scored) != len(rows) or position.keys() != set(rows):  # a duplicated or a lost row
+        raise RuntimeError(f"predict: {len(scored)} outputs ({len(position)} distinct rows) for {len(rows)} rows")
     back = np.array([position[r] for r in rows])
-    return {task: np.concatenate(parts)[back] for task, parts in chunks.items()}
+    return {task: values[back] for task, values in outputs.items()}
+
+
+def _gather_by_row(scored: np.ndarray, outputs: dict[str, np.ndarray], record: dict | None):
+    """Every process's (rows, outputs), concatenated. Rows travel with their outputs, so nothing
+    depends on padding: ``gather_for_metrics`` would instead trim by the remainder of whichever
+    prepared DataLoader is active, which mid-epoch is the training loader."""
+    parts = gather_object([(scored, outputs)])
+    if record is not None:
+        record["rows_per_process"] = [len(r) for r, _ in parts]
+    parts = [p for p in parts if len(p[0])]
+    return (np.concatenate([r for r, _ in parts]),
+            {task: np.concatenate([o[task] for _, o in parts]) for task in parts[0][1]})
 
 
 def score_and_sub(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:

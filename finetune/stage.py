@@ -16,6 +16,7 @@ from esci.artifacts import RunPaths, write_json, write_predictions, write_text
 from finetune.confident import label_issues, write_issues
 from finetune.inputs import text_settings
 from finetune.kfold import prepare_inputs, run_kfold
+from finetune.train import process_state
 
 
 def describe(cfg) -> str:
@@ -26,6 +27,10 @@ def describe(cfg) -> str:
 
 
 def write_model(paths: RunPaths, model: str, oof: pd.DataFrame, test: pd.DataFrame, description: str) -> list[Path]:
+    """The model's prediction files; under ``accelerate launch`` every process holds the gathered
+    predictions and only the main process writes them."""
+    if not process_state().is_main_process:
+        return [paths.test(model), paths.oof_dir / f"{model}.meta.json", paths.oof(model)]
     write_predictions(test, paths.test(model), oof=False)
     meta = paths.oof_dir / f"{model}.meta.json"
     write_json({"description": description, "leak": False}, meta)
@@ -37,7 +42,9 @@ def run(cfg, paths: RunPaths) -> list[Path]:
     fcfg = cfg.finetune
     model_dir = paths.root / "finetune" / fcfg.model_name
     resolved = {"finetune": dataclasses.asdict(fcfg), "text": text_settings(fcfg, cfg.data).__dict__}
-    write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), model_dir / "config.yaml")
+    main = process_state().is_main_process
+    if main:
+        write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), model_dir / "config.yaml")
     prep = prepare_inputs(fcfg, cfg.data, paths.root, pd.read_parquet(paths.examples),
                           pd.read_parquet(paths.root / "products.parquet"), pd.read_parquet(paths.folds))
     oof, test = run_kfold(prep, fcfg, model_dir / "folds")
@@ -46,7 +53,8 @@ def run(cfg, paths: RunPaths) -> list[Path]:
         issues = label_issues(oof, fcfg.cleanlab_fraction, fcfg.cleanlab_filter_by)
         how = (f"lowest label quality, fraction {fcfg.cleanlab_fraction}" if fcfg.cleanlab_fraction
                else f"cleanlab.filter.find_label_issues(filter_by={fcfg.cleanlab_filter_by!r})")
-        outputs += write_issues(issues, len(oof), paths.root / "cleanlab", fcfg.model_name, how)
+        if main:
+            outputs += write_issues(issues, len(oof), paths.root / "cleanlab", fcfg.model_name, how)
         print(f"[finetune] cleanlab flagged {len(issues)} of {len(oof)} training rows; retraining without them")
         oof_cl, test_cl = run_kfold(prep, fcfg, model_dir / "cleanlab", exclude_ids=issues["example_id"])
         outputs += write_model(paths, f"{fcfg.model_name}_cl", oof_cl, test_cl,

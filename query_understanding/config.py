@@ -58,7 +58,7 @@ class QUConfig:
     joint_intent: bool = False
     intent_lr_factor: float = 0.1
 
-    # --- optimisation (one loop for every variant: query_understanding/train.py)
+    # --- optimisation (the fine-tuning loop, finetune/train.py, with the recipe of query_understanding/train.py)
     epochs: int = 6
     batch_size: int = 32
     learning_rate: float = 1e-3  # encoder; scratch encoders want a large rate, minilm ~5e-5

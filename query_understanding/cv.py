@@ -1,27 +1,37 @@
 """One QU variant on one outer fold: split, retrieve entities, train, predict, score.
 
 Outer fold k holds out the run's fold k; the model trains on the other folds less a query-grouped
-inner validation slice (``valid_fraction``), which tunes the gating threshold and nothing else.
+inner validation slice (``valid_fraction``), which picks the best epoch and tunes the gating threshold.
 The entity index holds exactly the training queries of the model, so no held-out, validation or
 test query ever lends its products. Official test queries (fold -1) are predicted by every fold
-model and never trained on.
+model and never trained on. Training is the fine-tuning loop's (``finetune.train.run_loop``) with
+the QU recipe of ``train.py``; each fold model keeps its checkpoints, ``progress.json`` and
+``predictions.npz`` in its own directory (``model_dir``), so a finished model is read back and a
+killed one resumes.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from esci.artifacts import TEST_FOLD
+from esci.config import fingerprint
 from finetune.backbone import build_encoder
+from finetune.train import run_loop
 from query_understanding.batches import Collator, labelled_rows
 from query_understanding.entity_retrieval import EntityRetriever, entity_arrays, own_candidates
 from query_understanding.evaluate import (brand_scores, decode_tags, gate_spans, intent_prf,
                                           multilabel_f1, ner_prf, tune_gate, tw_f1)
 from query_understanding.inputs import QUData
 from query_understanding.model import QUModel
-from query_understanding.train import predict, train_model
+from query_understanding.train import QURecipe, unpad
+from query_understanding.weak_labels import IGNORE, TAGS
 
 TASK_F1 = {"pt": "pt_micro_f1", "qc": "qc_micro_f1", "ner": "ner_f1", "tw": "tw_f1"}
 
@@ -33,6 +43,23 @@ class FoldResult:
     rows: np.ndarray  # query rows predicted: held-out fold, then official test queries
     outputs: dict  # task -> predictions aligned with ``rows`` (train.predict's format)
     gate_tau: float | None
+
+
+# Config keys that change how models are run or reported, not what a model learns.
+RUNTIME_KEYS = {"enabled", "table_folds", "paper_ner_fraction", "table_entity_nums", "table_oversample",
+                "num_threads"}
+
+
+def learned_settings(cfg) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_KEYS}
+
+
+def model_dir(root: Path, data: QUData, cfg, fold: int) -> Path:
+    """``root/<fingerprint>/fold<k>``: where the loop keeps one variant's fold model. The fingerprint
+    covers what the model learns from (config, backbone, the run's queries, folds and weak labels),
+    so a change trains afresh instead of reading stale predictions back."""
+    labels = pd.util.hash_pandas_object(data.labels.astype(str), index=False).to_numpy()
+    return Path(root) / fingerprint(learned_settings(cfg), data.backbone.key, labels.tobytes().hex()) / f"fold{fold}"
 
 
 def split_rows(data: QUData, fold: int, valid_fraction: float, seed: int):
@@ -133,16 +160,37 @@ def _take(outputs: dict, idx: np.ndarray) -> dict:
     return {t: (v[idx] if isinstance(v, np.ndarray) else [v[i] for i in idx]) for t, v in outputs.items()}
 
 
-def run_fold(data: QUData, cfg, fold: int, desc: str = "qu") -> FoldResult:
+def prior_metrics(data: QUData, cfg, fold: int) -> dict[str, float]:
+    """The trivial reference on outer fold ``fold``: the training folds' label frequencies as
+    probabilities (the most frequent PT / QC cluster, TW 1 when most words weigh 1, no entity)."""
+    train, _, heldout, _ = split_rows(data, fold, cfg.valid_fraction, cfg.seed)
+    lab = data.labels
+    outputs = {}
+    for task, n in (("pt", data.clusters.n_pt), ("qc", data.clusters.n_qc)):
+        counts = np.zeros(n)
+        for clusters in lab[task].iloc[train]:
+            counts[clusters] += 1
+        outputs[task] = np.tile(counts / max(1, (lab[task].iloc[train].map(len) > 0).sum()), (len(heldout), 1))
+    words = lab["words"].iloc[heldout]
+    outputs["ner"] = [np.eye(len(TAGS))[np.zeros(len(w), dtype=int)] for w in words]
+    tw = [x for w in lab["tw"].iloc[train] for x in w if x != IGNORE]
+    outputs["tw"] = [np.full(len(w), float(np.mean(tw)) if tw else 0.0) for w in words]
+    return score(data, heldout, outputs, list(TASK_F1))
+
+
+def run_fold(data: QUData, cfg, fold: int, out_dir: Path, desc: str = "qu",
+             on_step: Callable[[int], None] | None = None) -> FoldResult:
+    """Train (or resume, or read back) the model of outer fold ``fold`` in ``out_dir`` and score it."""
     train, valid, heldout, test = split_rows(data, fold, cfg.valid_fraction, cfg.seed)
     ent_rows = ent_gains = None
     if cfg.entity_aware:
         ent_rows, ent_gains = entities_for(data, train, cfg)
     collator = Collator(data, ent_rows, ent_gains)
     rows_by_task = training_rows_by_task(data, train, list(cfg.tasks), cfg.ner_label_fraction, cfg.seed)
-    model = train_model(build_model_fn(data, cfg), collator, rows_by_task, cfg, desc=f"{desc} fold {fold}")
     rows = np.concatenate([valid, heldout, test])
-    outputs = predict(model, collator, rows)
+    recipe = QURecipe(collator, rows_by_task, cfg, valid, rows,
+                      judge=lambda r, outputs: score(data, r, outputs, list(cfg.tasks)))
+    outputs = unpad(run_loop(build_model_fn(data, cfg), recipe, cfg, out_dir, on_step, desc=f"{desc} fold {fold}"))
     v = np.arange(len(valid))
     h = np.arange(len(valid), len(valid) + len(heldout) + len(test))
     out_v, out_h = _take(outputs, v), _take(outputs, h)

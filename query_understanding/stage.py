@@ -4,7 +4,9 @@
 
 One QU model per outer fold (trained on the other folds, query-grouped) predicts its held-out
 queries, so a training row's features never come from a model that saw its query; official test
-queries get the fold models' outputs averaged. Also written, under runs/<run>/query_understanding/:
+queries get the fold models' outputs averaged. The fine-tuning loop trains each fold model in
+models/<fingerprint>/fold<k>/ (checkpoints, progress.json, predictions.npz: a rerun reads finished
+models back). Also written, under runs/<run>/query_understanding/:
 clusters_pt.csv / clusters_qc.csv (each cluster's size and top terms), weak_labels.parquet,
 query_predictions.parquet (per query: predicted entities, the fold of the model that predicted it),
 fold_metrics.csv (the QU model's own held-out scores) and config.yaml.
@@ -19,7 +21,7 @@ import pandas as pd
 import yaml
 
 from esci.artifacts import TEST_FOLD, RunPaths, write_csv, write_parquet, write_text
-from query_understanding.cv import run_fold
+from query_understanding.cv import model_dir, run_fold
 from query_understanding.features import example_features, query_predictions
 from query_understanding.inputs import prepare
 from query_understanding.settings import SECTION, check_config, read_run
@@ -64,7 +66,7 @@ def run(cfg, paths: RunPaths) -> list[Path]:
     held_parts, held_rows, model_fold, test_parts, metrics = [], [], [], [], []
     test_rows = np.flatnonzero(data.fold == TEST_FOLD)
     for fold in outer:
-        result = run_fold(data, qu, fold, desc="qu stage")
+        result = run_fold(data, qu, fold, model_dir(out_dir / "models", data, qu, fold), desc="qu stage")
         n_held = len(result.rows) - len(test_rows)
         held_parts.append(_take(result.outputs, np.arange(n_held)))
         held_rows.append(result.rows[:n_held])

@@ -6,7 +6,8 @@ Writes ``runs/<run>/query_understanding/tables/``: ``tables.md`` (every table an
 was measured under), one CSV per table, ``results.jsonl`` (per variant and fold metrics; a rerun
 reuses the lines whose variant config is unchanged) and ``config.yaml``.
 
-* Table 3: single-task models vs MTDNN vs EAMT-MTDNN, per task + ALL micro / macro.
+* Table 3: single-task models vs MTDNN vs EAMT-MTDNN, per task + ALL micro / macro, beside the
+  trivial "prior" (training label frequencies: top cluster, TW all 1, no entity).
 * Table 4: EAMT vs its base for MTDNN, MMoE, PLE.
 * Table 5: EAMT-MTDNN with vs without ListNet, per entity_num.
 * Table 6: EAMT-MTDNN at each entity_num vs MTDNN.
@@ -36,7 +37,7 @@ import yaml
 from esci.artifacts import RunPaths, write_csv, write_text
 from esci.config import fingerprint
 from query_understanding.config import TASKS, QUConfig
-from query_understanding.cv import TASK_F1, run_fold
+from query_understanding.cv import TASK_F1, learned_settings, model_dir, prior_metrics, run_fold
 from query_understanding.inputs import prepare
 from query_understanding.settings import SECTION, check_config, load_qu_config, read_run
 
@@ -63,11 +64,6 @@ def variants(cfg: QUConfig) -> dict[str, QUConfig]:
     return {name: check_config(dataclasses.replace(cfg, **over)) for name, over in v.items()}
 
 
-def _learned(cfg: QUConfig) -> dict:
-    skip = {"enabled", "table_folds", "paper_ner_fraction", "table_entity_nums", "table_oversample", "num_threads"}
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-
-
 def _finished(results_path: Path) -> dict:
     done = {}
     if results_path.is_file():
@@ -77,21 +73,25 @@ def _finished(results_path: Path) -> dict:
     return done
 
 
-def run_variants(data, cfg: QUConfig, folds: list[int], results_path: Path, names=None) -> pd.DataFrame:
+def run_variants(data, cfg: QUConfig, folds: list[int], results_path: Path, names=None,
+                 models_dir: Path | None = None) -> pd.DataFrame:
     """Metrics per (variant, fold). A model whose fold and variant config are already in
     ``results_path`` is read back, not trained: reruns resume, and several processes may share
-    the file (each on its own folds: ``--folds``), since it is read again before every model."""
+    the file (each on its own folds: ``--folds``), since it is read again before every model.
+    The loop keeps each model under ``models_dir`` (default: beside ``results_path``), where a
+    killed model resumes."""
+    models_dir = Path(models_dir) if models_dir is not None else results_path.parent / "models"
     todo = variants(cfg)
     if names is not None:
         todo = {n: c for n, c in todo.items() if n in names}
     records = []
     for fold in folds:
         for name, vcfg in todo.items():
-            fp = fingerprint(_learned(vcfg))
+            fp = fingerprint(learned_settings(vcfg))
             rec = _finished(results_path).get((fold, fp))  # same config under another name: trained once
             if rec is None:
                 start = time.time()
-                result = run_fold(data, vcfg, fold, desc=name)
+                result = run_fold(data, vcfg, fold, model_dir(models_dir, data, vcfg, fold), desc=name)
                 rec = {"variant": name, "fold": fold, "fingerprint": fp, "metrics": result.metrics,
                        "seconds": round(time.time() - start, 1)}
                 results_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,15 +135,18 @@ def fmt_delta(frame, variant, base, metric) -> str:
     d = (a - b).dropna() * 100
     if not len(d):
         return ""
-    rel = 100 * (a.mean() - b.mean()) / b.mean() if b.mean() else float("nan")
+    paired = d.index
+    base_mean = b.loc[paired].mean()
+    rel = f"{100 * (a.loc[paired].mean() - base_mean) / base_mean:+.1f}%" if base_mean else "n/a"
     spread = f" ± {d.std(ddof=1):.1f}" if len(d) > 1 else ""
-    return f"{d.mean():+.1f}{spread} ({rel:+.1f}%)"
+    return f"{d.mean():+.1f}{spread} ({rel})"
 
 
 def table3(frame) -> pd.DataFrame:
     rows = []
     for label, metric in COLUMNS:
-        rows.append({"task": label, "single": fmt_abs(_values(frame, "single", metric)),
+        rows.append({"task": label, "prior": fmt_abs(_values(frame, "prior", metric)),
+                     "single": fmt_abs(_values(frame, "single", metric)),
                      "MTDNN": fmt_abs(_values(frame, "mtdnn", metric)),
                      "EAMT_mtdnn": fmt_abs(_values(frame, "eamt_mtdnn", metric)),
                      "MTDNN vs single": fmt_delta(frame, "mtdnn", "single", metric),
@@ -273,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     write_text(yaml.safe_dump({SECTION: dataclasses.asdict(cfg)}, sort_keys=False), out_dir / "config.yaml")
     names = set(args.variants.split(",")) if args.variants else None
-    frame = run_variants(data, cfg, folds, out_dir / "results.jsonl", names)
+    frame = run_variants(data, cfg, folds, out_dir / "results.jsonl", names,
+                         models_dir=paths.root / "query_understanding" / "models")
+    prior = pd.DataFrame([{"variant": "prior", "fold": f, **prior_metrics(data, cfg, f)} for f in folds])
+    frame = pd.concat([prior, frame], ignore_index=True)
     md = write_tables(frame, cfg, data, folds, out_dir)
     print(md.read_text())
     return 0

@@ -1,27 +1,36 @@
-"""Training and inference of one QU model. TO BE MERGED into finetune/train.py's loop.
+"""Training and inference of one QU model, as a recipe of the fine-tuning loop (finetune/train.py).
 
-finetune.train.train_and_predict is built around (query, product) pairs: its collator, loss and
-validation metrics are fixed inside it, so this module keeps a minimal loop of its own (see the
-README, "Merging into the fine-tuning loop", for the general change that would let it take this
-model). Backbones come from finetune.backbone, as the fine-tuning stage loads them.
+The loop (``finetune.train.run_loop``) owns Accelerate, the schedule, checkpoints and resume,
+best-weights selection and the progress record; this module says what a QU model trains on:
 
-The schedule is MT-DNN's: every mini-batch holds one task's queries and updates that task's loss
-(+ the ListNet entity loss under EAMT); an epoch is every task's batches shuffled together, the
-NER batches ``ner_oversample`` times. With ``joint_intent`` (Target) each NER batch gets a second,
-separate forward/backward pass for the per-token intent loss, through its own optimizer at
-``learning_rate * intent_lr_factor``.
+* the schedule is MT-DNN's: every mini-batch holds one task's queries and updates that task's loss
+  (+ the ListNet entity loss under EAMT); an epoch is every task's batches shuffled together, the
+  NER batches ``ner_oversample`` times;
+* with ``joint_intent`` (Target) each NER batch gets a second, separate forward/backward pass for
+  the per-token intent loss, through its own optimizer at ``learning_rate * intent_lr_factor``;
+* the best epoch is picked on the validation slice by ALL macro-F1 (mean of the task F1s), ties
+  broken by the mean task loss;
+* predictions are padded arrays (``predict``), so the loop can store them; ``unpad`` gives back
+  one array per query.
+
+QUConfig has no EMA, accumulation or step-wise checkpoint settings: ``LoopConfig.of`` gives them
+the loop's defaults (off; a checkpoint and an evaluation at each epoch end).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import send_to_device, set_seed
-from tqdm.auto import tqdm
+from accelerate.utils import send_to_device
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 from transformers import get_scheduler
 
-from query_understanding.batches import SENTENCE_TASKS, Collator
+from finetune.train import Recipe
+from query_understanding.batches import SENTENCE_TASKS, Collator, labelled_rows
 from query_understanding.losses import listnet_loss, multilabel_bce, token_bce, token_cross_entropy
+
+PADDED_TASKS = ("ner", "tw", "intent")  # per word: stored padded to the longest query, with n_words
 
 
 def task_loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,88 +69,154 @@ def epoch_batches(rows_by_task: dict[str, np.ndarray], batch_size: int, ner_over
     return [out[i] for i in gen.permutation(len(out))]
 
 
-def train_model(build_model, collator: Collator, rows_by_task: dict[str, np.ndarray], cfg,
-                desc: str = "qu") -> torch.nn.Module:
-    """Train the model ``build_model()`` returns on ``rows_by_task``; returns it (on CPU) in eval mode."""
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    set_seed(cfg.seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model = build_model()
-    rows_by_task = {t: r for t, r in rows_by_task.items() if len(r)}
-    gen = np.random.default_rng(cfg.seed)
-    per_epoch = len(epoch_batches(rows_by_task, cfg.batch_size, cfg.ner_oversample, np.random.default_rng(0)))
-    total = max(1, per_epoch * cfg.epochs)
-    joint = cfg.joint_intent and "intent" in model.tasks and "ner" in rows_by_task
-    optimizer = make_optimizer(model, cfg, exclude_heads=("intent",) if joint else ())
-    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                              num_training_steps=total)
-    intent_opt = intent_sched = None
-    if joint:
-        batches = epoch_batches(rows_by_task, cfg.batch_size, cfg.ner_oversample, np.random.default_rng(0))
-        intent_total = max(1, sum(t == "ner" for t, _ in batches) * cfg.epochs)
-        intent_opt = make_optimizer(model, cfg, exclude_heads=("ner",), scale=cfg.intent_lr_factor)
-        intent_sched = get_scheduler(cfg.scheduler, intent_opt, num_training_steps=intent_total,
-                                     num_warmup_steps=int(cfg.warmup_ratio * intent_total))
-        model, optimizer, intent_opt = accelerator.prepare(model, optimizer, intent_opt)
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    listnet = accelerator.unwrap_model(model).fusion is not None and cfg.listnet
+class QURecipe(Recipe):
+    """One QU model for the loop: ``rows_by_task`` train, ``valid_rows`` pick the epoch (scored by
+    ``judge(rows, unpadded outputs) -> metrics``), ``predict_rows`` are predicted.
 
-    def step(batch, task, target, opt, sched, rank: bool = True) -> float:
+    Validation and prediction run whole on every process (QU models are small): all processes
+    take the same decisions without a gather."""
+
+    def __init__(self, collator: Collator, rows_by_task: dict[str, np.ndarray], cfg, valid_rows: np.ndarray,
+                 predict_rows: np.ndarray, judge: Callable[[np.ndarray, dict], dict]):
+        self.collator, self.cfg, self.judge = collator, cfg, judge
+        self.rows_by_task = {t: r for t, r in rows_by_task.items() if len(r)}
+        self.valid_rows, self.predict_rows, self.seed = valid_rows, predict_rows, cfg.seed
+        self.joint = cfg.joint_intent and "ner" in self.rows_by_task
+        self.listnet = False
+        self.intent_opt = self.intent_sched = None
+
+    # --- training
+    def _epoch(self, epoch: int) -> list[tuple[str, np.ndarray]]:
+        cfg = self.cfg
+        return epoch_batches(self.rows_by_task, cfg.batch_size, cfg.ner_oversample,
+                             np.random.default_rng([cfg.seed, epoch]))
+
+    def batches_per_epoch(self) -> int:
+        return len(self._epoch(0))
+
+    def batches(self, epoch: int) -> DataLoader:
+        items = self._epoch(epoch)
+        # One (task, rows) item per batch; its own generator keeps torch's global RNG untouched.
+        return DataLoader(items, batch_sampler=BatchSampler(SequentialSampler(items), 1, drop_last=False),
+                          collate_fn=self._collate, generator=torch.Generator().manual_seed(self.seed))
+
+    def _collate(self, items) -> dict:
+        (task, rows), = items
+        batch = self.collator(rows, task)
+        if self.joint and task == "ner":
+            batch["intent_target"] = self.collator.targets(rows, "intent", batch["word_mask"])
+        return batch
+
+    def optimizer(self, model) -> torch.optim.Optimizer:
+        joint = self.joint and "intent" in model.tasks
+        return make_optimizer(model, self.cfg, exclude_heads=("intent",) if joint else ())
+
+    def prepare(self, model, accelerator) -> None:
+        unwrapped = accelerator.unwrap_model(model)
+        self.listnet = unwrapped.fusion is not None and self.cfg.listnet
+        self.joint = self.joint and "intent" in unwrapped.tasks
+        if not self.joint:
+            return
+        cfg = self.cfg
+        total = max(1, sum(t == "ner" for t, _ in self._epoch(0)) * cfg.epochs)
+        opt = make_optimizer(unwrapped, cfg, exclude_heads=("ner",), scale=cfg.intent_lr_factor)
+        sched = get_scheduler(cfg.scheduler, opt, num_training_steps=total,
+                              num_warmup_steps=int(cfg.warmup_ratio * total))
+        self.intent_opt, self.intent_sched = accelerator.prepare(opt, sched)
+
+    def _clip(self, model, accelerator) -> None:
+        if self.cfg.max_grad_norm and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), self.cfg.max_grad_norm)
+
+    def step(self, model, batch, accelerator) -> float:
+        task = batch["task"]
         out = model(batch, [task])
-        loss = task_loss(task, out[task], target)
-        if listnet and rank:
-            loss = loss + cfg.listnet_weight * listnet_loss(out["entity_scores"], batch["entity_gain"],
-                                                            out["entity_mask"])
+        loss = task_loss(task, out[task], batch["target"])
+        if self.listnet:
+            loss = loss + self.cfg.listnet_weight * listnet_loss(out["entity_scores"], batch["entity_gain"],
+                                                                 out["entity_mask"])
         accelerator.backward(loss)
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        self._clip(model, accelerator)
         return float(loss.detach())
 
-    model.train()
-    bar = tqdm(total=total, desc=desc, leave=False, mininterval=5)
-    for _ in range(cfg.epochs):
-        for task, rows in epoch_batches(rows_by_task, cfg.batch_size, cfg.ner_oversample, gen):
-            batch = send_to_device(collator(rows, task), accelerator.device)
-            loss = step(batch, task, batch["target"], optimizer, scheduler)
-            if joint and task == "ner":  # Target: a second, separate pass for the intent loss
-                intent = collator.targets(rows, "intent", batch["word_mask"].cpu()).to(accelerator.device)
-                step(batch, "intent", intent, intent_opt, intent_sched, rank=False)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-    bar.close()
-    model = accelerator.unwrap_model(model).cpu()
-    model.eval()
-    return model
+    def after_step(self, model, batch, accelerator) -> None:
+        if not (self.joint and batch["task"] == "ner"):
+            return
+        # Target: a second, separate forward/backward pass for the per-token intent loss.
+        loss = task_loss("intent", model(batch, ["intent"])["intent"], batch["intent_target"])
+        accelerator.backward(loss)
+        self._clip(model, accelerator)
+        self.intent_opt.step()
+        self.intent_sched.step()
+        self.intent_opt.zero_grad(set_to_none=True)
+
+    # --- validation and prediction
+    def evaluate(self, model, accelerator):
+        if not len(self.valid_rows):
+            return None
+        metrics = self.judge(self.valid_rows, unpad(predict(model, self.collator, self.valid_rows,
+                                                            device=accelerator.device)))
+        metrics["log_loss"] = self.valid_loss(model, accelerator.device)
+        return metrics.get("all_macro_f1", 0.0), metrics["log_loss"], metrics
+
+    @torch.no_grad()
+    def valid_loss(self, model, device, batch_size: int = 128) -> float:
+        """Mean over the model's tasks of the task loss on the validation rows labelled for it."""
+        was_training = model.training
+        model.eval()
+        labels = self.collator.data.labels
+        losses = []
+        for task in model.tasks:
+            rows = np.intersect1d(labelled_rows(labels, task), self.valid_rows)
+            total = 0.0
+            for i in range(0, len(rows), batch_size):
+                chunk = rows[i:i + batch_size]
+                batch = send_to_device(self.collator(chunk, task), device)
+                total += float(task_loss(task, model(batch, [task])[task], batch["target"])) * len(chunk)
+            if len(rows) and np.isfinite(total):
+                losses.append(total / len(rows))
+        model.train(was_training)
+        return float(np.mean(losses)) if losses else 0.0
+
+    def predict(self, model, accelerator, record) -> dict[str, np.ndarray]:
+        return predict(model, self.collator, self.predict_rows, device=accelerator.device)
 
 
 @torch.no_grad()
-def predict(model, collator: Collator, rows: np.ndarray, batch_size: int = 128) -> dict:
-    """Per-query outputs: pt, qc (n, clusters) probabilities; ner (list of (words, tags) probs);
-    tw, intent (list of (words,) probabilities). Words cut off by max_length are predicted O / 0."""
+def predict(model, collator: Collator, rows: np.ndarray, batch_size: int = 128, device=None) -> dict:
+    """Per-query outputs aligned with ``rows``: pt, qc (n, clusters) probabilities; ner (n, W, tags)
+    and tw, intent (n, W) probabilities, W the most words of a query, with n_words (n,): words past
+    a query's n_words are padding. Words cut off by max_length are predicted O / 0."""
+    was_training = model.training
     model.eval()
+    n_words = np.array([len(collator.data.word_pos[r]) for r in rows], dtype=np.int64)
+    width = int(n_words.max(initial=1))
     out: dict[str, list] = {}
     for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        batch = collator(chunk)
-        logits = model(batch)
+        batch = collator(rows[i:i + batch_size])
+        if device is not None:
+            batch = send_to_device(batch, device)
         cut = ~batch["word_mask"]
-        lengths = [len(collator.data.word_pos[r]) for r in chunk]
-        for task, z in logits.items():
+        for task, z in model(batch).items():
             if task in ("entity_scores", "entity_mask"):
                 continue
             if task in SENTENCE_TASKS:
-                out.setdefault(task, []).append(torch.sigmoid(z).numpy())
+                p = torch.sigmoid(z.float())
             else:
                 if task == "ner":
-                    p = torch.softmax(z, -1)
-                    p[cut] = torch.nn.functional.one_hot(torch.tensor(0), p.shape[-1]).to(p.dtype)
+                    p = torch.softmax(z.float(), -1)
+                    p[cut] = torch.nn.functional.one_hot(torch.tensor(0), p.shape[-1]).to(p)
                 else:
-                    p = torch.sigmoid(z).masked_fill(cut, 0.0)
-                p = p.numpy()
-                out.setdefault(task, []).extend(p[j, :n] for j, n in enumerate(lengths))
-    return {t: (np.concatenate(v) if t in SENTENCE_TASKS else v) for t, v in out.items()}
+                    p = torch.sigmoid(z.float()).masked_fill(cut, 0.0)
+                pad = [0, 0] * (p.ndim - 2) + [0, width - p.shape[1]]
+                p = torch.nn.functional.pad(p, pad)
+            out.setdefault(task, []).append(p.cpu().numpy())
+    model.train(was_training)
+    return {t: np.concatenate(v) for t, v in out.items()} | {"n_words": n_words}
+
+
+def unpad(outputs: dict) -> dict:
+    """``predict``'s arrays -> pt, qc arrays as they are; ner, tw, intent one (words, ...) array per query."""
+    n_words = outputs["n_words"]
+    return {t: ([v[j, :n] for j, n in enumerate(n_words)] if t in PADDED_TASKS else v)
+            for t, v in outputs.items() if t != "n_words"}

@@ -32,7 +32,11 @@ def test_every_artifact_has_its_schema(tiny_run):
     board = pd.read_csv(paths.leaderboard_csv)
     for m in METRICS:
         assert {m, f"{m}_std", f"{m}_lo", f"{m}_hi"} <= set(board.columns)
-    assert {"lexical_lgbm", "prior"} <= set(board["model"])
+    # Every stage of the tiny preset reached the leaderboard: baseline, cross-encoder, the stack with
+    # and without the out-of-fold query-understanding features, and the blend.
+    assert {"lexical_lgbm", "prior", "xenc_tiny", "stack", "stack-no-qu", "mean-blend"} <= set(board["model"])
+    qu = pd.read_parquet(paths.features_dir / "query_understanding.parquet")
+    assert set(qu["example_id"]) == set(examples["example_id"])
     assert paths.leaderboard_md.read_text().startswith("| model |")
     assert len(examples) == 2670
 
@@ -55,6 +59,7 @@ def _run(tmp_path, *overrides):
     """The foundation stages only: the neural stages test their own reruns and determinism."""
     cfg = load_config(TINY_PRESET, [f"runs_dir={tmp_path}", f"data.data_dir={REPO / 'data/esci_sample'}",
                                     "finetune.enabled=false", "ensemble.enabled=false",
+                                    "query_understanding.enabled=false",
                                     "figures.enabled=false", *overrides])
     return run_pipeline(cfg)
 

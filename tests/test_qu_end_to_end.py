@@ -2,6 +2,7 @@
 out-of-fold features, the tables command, determinism and bad input."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,7 @@ from esci.artifacts import TEST_FOLD, RunPaths
 from esci.config import load_config
 from esci.pipeline import prepare as prepare_run
 from query_understanding import stage, tables
-from query_understanding.cv import run_fold, split_rows
+from query_understanding.cv import prior_metrics, run_fold, split_rows
 from query_understanding.features import FEATURE_COLUMNS
 from query_understanding.inputs import prepare
 from query_understanding.settings import load_qu_config, read_run
@@ -108,19 +109,65 @@ def test_tables_are_written_and_finished_models_reused(qu_run, qu_data, monkeypa
     pd.testing.assert_frame_equal(again, frame)
 
 
+def test_prior_reference_predicts_the_most_frequent_training_cluster(qu_run, qu_data):
+    _, qu, _ = qu_run
+    train, _, held, _ = split_rows(qu_data, 0, qu.valid_fraction, qu.seed)
+    lab = qu_data.labels
+    top = pd.Series([c for cs in lab["pt"].iloc[train] for c in cs]).value_counts().idxmax()
+    held_pt = [cs for cs in lab["pt"].iloc[held] if cs]
+    hits = sum(top in cs for cs in held_pt)
+    expected_micro = 2 * hits / (len(held_pt) + sum(map(len, held_pt)))  # one prediction per query
+    m = prior_metrics(qu_data, qu, 0)
+    assert m["pt_micro_f1"] == pytest.approx(expected_micro)
+    assert m["ner_f1"] == 0.0 and m["n_pt"] == len(held_pt)
+
+
 def test_tables_paired_differences():
     frame = pd.DataFrame({"variant": ["a", "a", "b", "b"], "fold": [0, 1, 0, 1], "m": [0.5, 0.7, 0.4, 0.5]})
     # Per-fold differences 10 and 20 points: mean 15, std 7.1; relative (0.6 - 0.45) / 0.45.
     assert tables.fmt_delta(frame, "a", "b", "m") == "+15.0 ± 7.1 (+33.3%)"
     assert tables.fmt_abs(frame.loc[frame["variant"] == "a", "m"]) == "0.600 ± 0.141"
+    zero = pd.DataFrame({"variant": ["a", "b"], "fold": [0, 0], "m": [0.1, 0.0]})
+    assert tables.fmt_delta(zero, "a", "b", "m") == "+10.0 (n/a)"
 
 
-def test_same_seed_same_predictions(qu_data):
+def test_same_seed_same_predictions(qu_data, tmp_path):
     import dataclasses
     cfg = dataclasses.replace(qu_data_cfg(), tasks=["pt", "ner"], entity_aware=True, epochs=1)
-    a, b = run_fold(qu_data, cfg, 1), run_fold(qu_data, cfg, 1)
+    # Two directories: the second run trains again instead of reading the first one's predictions.
+    a, b = run_fold(qu_data, cfg, 1, tmp_path / "a"), run_fold(qu_data, cfg, 1, tmp_path / "b")
     assert np.array_equal(a.outputs["pt"], b.outputs["pt"])
     assert all(np.array_equal(x, y) for x, y in zip(a.outputs["ner"], b.outputs["ner"]))
+
+
+def test_qu_trains_in_the_finetune_loop_and_a_killed_fold_resumes_bit_identically(qu_data, tmp_path):
+    """The QU model goes through finetune.train's loop: its progress record, checkpoints and
+    resume, here with the joint intent pass and its own optimizer, which the checkpoint must hold."""
+    import dataclasses
+    cfg = dataclasses.replace(qu_data_cfg(), tasks=["ner"], joint_intent=True, entity_aware=False, epochs=2)
+    reference = run_fold(qu_data, cfg, 0, tmp_path / "whole")
+    progress = json.loads((tmp_path / "whole" / "progress.json").read_text())
+    per_epoch = progress["total_steps"] // 2
+    assert progress["tasks"] == ["ner", "intent"] and progress["step"] == progress["total_steps"]
+    assert [h["step"] for h in progress["history"]] == [per_epoch, 2 * per_epoch]  # selected per epoch
+    assert progress["best_step"] in (per_epoch, 2 * per_epoch) and "ner_f1" in progress["history"][0]
+
+    class Killed(Exception):
+        pass
+
+    def kill(step):
+        if step == per_epoch + 2:
+            raise Killed
+    with pytest.raises(Killed):
+        run_fold(qu_data, cfg, 0, tmp_path / "killed", on_step=kill)
+    assert (tmp_path / "killed" / "latest.json").is_file()
+    seen = []
+    resumed = run_fold(qu_data, cfg, 0, tmp_path / "killed", on_step=seen.append)
+    assert seen[0] == per_epoch + 1 and seen[-1] == 2 * per_epoch  # from the epoch-1 checkpoint
+    for task in ("ner", "intent"):
+        assert all(np.array_equal(x, y) for x, y in zip(resumed.outputs[task], reference.outputs[task]))
+    assert resumed.metrics == reference.metrics
+    assert not (tmp_path / "killed" / "checkpoints").exists()
 
 
 def qu_data_cfg():
