@@ -3,6 +3,10 @@
 Files: ``shopping_queries_dataset_examples``, ``shopping_queries_dataset_products`` (``.parquet``
 or ``.csv``) and, when present, ``shopping_queries_dataset_sources.csv``. Every problem found is
 raised as one line naming the file, the column and a few offending rows.
+
+Memory is bounded for the full dataset (2.6M examples, 1.8M products): string columns stay in
+pandas' Arrow-backed ``str`` dtype (no per-row Python objects), and key checks run in Arrow
+compute on one joined key string per row instead of pandas MultiIndex tuples.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from esci.artifacts import LABELS
@@ -68,14 +74,15 @@ def _read(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 def _ids_as_str(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     """Integer or string ids become strings, so ids join whatever type the file stored."""
     s = df[column]
-    nulls = s.isna() | (s.astype(str).str.strip() == "")
+    text = s.astype(str).str.strip()
+    nulls = s.isna() | (text == "")
     if nulls.any():
         _fail(path, column, "empty id", df.index[nulls])
     if pd.api.types.is_float_dtype(s):
         if not np.all(np.mod(s.to_numpy(), 1) == 0):
             _fail(path, column, "non-integer numeric id", df.index[np.mod(s.to_numpy(), 1) != 0])
-        s = s.astype("int64")
-    return s.astype(str).str.strip()
+        text = s.astype("int64").astype(str)
+    return text
 
 
 def _require(df: pd.DataFrame, columns: list[str], path: Path) -> None:
@@ -106,7 +113,9 @@ def read_examples(data_dir: Path) -> tuple[pd.DataFrame, Path]:
     if bad.any():
         values = sorted(set(label[bad].fillna("<null>").astype(str)))[:5]
         _fail(path, "esci_label", f"label outside E/S/C/I {values}", df.index[bad])
-    df["esci_label"] = label.astype(object).where(label.notna(), None)
+    codes, uniques = pd.factorize(label)  # 4 shared str objects, not one per row
+    df["esci_label"] = pd.Series(np.append(np.asarray(uniques, dtype=object), None)[codes],
+                                 index=df.index, dtype=object)
 
     dup = df["example_id"].duplicated(keep=False)
     if dup.any():
@@ -127,10 +136,11 @@ def read_products(data_dir: Path) -> tuple[pd.DataFrame, Path]:
     dup = df.duplicated(["product_id", "product_locale"], keep=False)
     if dup.any():
         _fail(path, "product_id,product_locale", "duplicate (product_id, product_locale)", df.index[dup])
-    for col in PRODUCT_TEXT_COLUMNS:
+    for col in PRODUCT_TEXT_COLUMNS:  # Arrow-backed str (missing = NaN): no per-row Python objects
         if col not in df:
-            df[col] = None
-        df[col] = df[col].astype(object).where(df[col].notna(), None)
+            df[col] = pd.Series(np.nan, index=df.index, dtype="str")
+        elif df[col].dtype != "str":
+            df[col] = df[col].astype("str")
     return df, path
 
 
@@ -142,6 +152,21 @@ def read_sources(data_dir: Path) -> pd.DataFrame | None:
     _require(df, ["query_id", "source"], path)
     df["query_id"] = _ids_as_str(df, "query_id", path)
     return df[["query_id", "source"]].drop_duplicates("query_id")
+
+
+def _arrow(s: pd.Series) -> pa.ChunkedArray:
+    arr = s.array.__arrow_array__() if hasattr(s.array, "__arrow_array__") else pa.array(s.astype(str))
+    return (arr if isinstance(arr, pa.ChunkedArray) else pa.chunked_array([arr])).cast(pa.large_string())
+
+
+def _product_key(df: pd.DataFrame) -> pa.ChunkedArray:
+    """One string per row for (product_id, product_locale): hashed by Arrow, not as Python tuples."""
+    return pc.binary_join_element_wise(_arrow(df["product_id"]), _arrow(df["product_locale"]),
+                                      pa.scalar("\x1f", pa.large_string()))
+
+
+def _isin(keys: pa.ChunkedArray, known: pa.ChunkedArray) -> np.ndarray:
+    return pc.is_in(keys, value_set=known.combine_chunks()).to_numpy(zero_copy_only=False)
 
 
 def load_esci(data_dir: str | Path, subset: str = "all") -> EsciData:
@@ -160,17 +185,18 @@ def load_esci(data_dir: str | Path, subset: str = "all") -> EsciData:
             _fail(ex_path, flag, f"required by data.subset={subset}", [])
         examples = examples[examples[flag].astype(float) == 1].reset_index(drop=True)
 
-    key = ["product_id", "product_locale"]
-    known = pd.MultiIndex.from_frame(products[key])
-    missing = ~pd.MultiIndex.from_frame(examples[key]).isin(known)
+    ex_key, pr_key = _product_key(examples), _product_key(products)
+    missing = ~_isin(ex_key, pr_key)
     if missing.any():
         _fail(ex_path, "product_id", f"product missing from {pr_path.name}", examples.index[missing])
 
     sources = read_sources(data_dir)
     examples["query_source"] = (examples["query_id"].map(sources.set_index("query_id")["source"])
                                 if sources is not None else None)
-    used = pd.MultiIndex.from_frame(products[key]).isin(pd.MultiIndex.from_frame(examples[key]))
-    products = products[used].reset_index(drop=True)
+    used = _isin(pr_key, ex_key)
+    del ex_key, pr_key
+    if not used.all():  # filtering copies every text column: only when something is dropped
+        products = products[used].reset_index(drop=True)
     cols = ["example_id", "query_id", "query", "product_id", "product_locale", "esci_label",
             "split", "query_source"]
     return EsciData(examples=examples[cols], products=products)

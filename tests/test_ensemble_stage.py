@@ -94,7 +94,7 @@ def test_diagnostics_written_and_no_leak_feature_by_default(one_model):
     paths, _ = one_model
     out = paths.root / "ensemble"
     imp = pd.read_csv(out / "feature_importance.csv")
-    assert set(imp["task"]) == {"task1", "task2", "task3"} and set(imp["model"]) == {"stack"}
+    assert set(imp["task"]) == {"task1", "task2", "task3"} and set(imp["model"]) == {"stack", "stack-no-qu"}
     assert "leak" not in set(imp["group"]) and not imp["feature"].str.startswith("leak").any()
     assert {"model", "blend", "query_stat", "text"} <= set(imp["group"])
     assert (out / "feature_importance.png").stat().st_size > 1000
@@ -103,6 +103,12 @@ def test_diagnostics_written_and_no_leak_feature_by_default(one_model):
     assert task1["reference"].iloc[0] == f"{BASE}: expected gain"
     gaps = pd.read_csv(out / "stack_vs_best.csv")
     assert (gaps["diff_lo"] <= gaps["diff_hi"]).all()
+    # The query-understanding group is the only difference between stack and stack-no-qu.
+    qu = imp["feature"].str.startswith("qu_")
+    assert qu[imp["model"] == "stack"].any() and not qu[imp["model"] == "stack-no-qu"].any()
+    assert set(imp.loc[(imp["model"] == "stack") & ~qu, "feature"]) == set(imp.loc[imp["model"] == "stack-no-qu", "feature"])
+    qu_gap = pd.read_csv(out / "qu_vs_no_qu.csv")
+    assert set(qu_gap["a"]) == {"stack"} and set(qu_gap["b"]) == {"stack-no-qu"}
     assert EnsembleConfig().leak_features is False
     for preset in ("default.yaml", "tiny.yaml"):
         assert load_config(REPO / "configs" / preset).ensemble.leak_features is False
