@@ -37,7 +37,7 @@ def target_probs(label_idx: torch.Tensor) -> dict[str, torch.Tensor]:
 def _pad(rows: list[np.ndarray], value: int, length: int) -> torch.Tensor:
     out = torch.full((len(rows), length), value, dtype=torch.long)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.from_numpy(r[:length])
+        out[i, :len(r)] = torch.from_numpy(r[:length].astype(np.int64))  # cached ids are narrower
     return out
 
 

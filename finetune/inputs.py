@@ -1,24 +1,19 @@
 """Model inputs, built once per run and cached: token ids of each (query, product text) pair,
 multi-granular unit bags, and brand / colour / locale ids.
 
-The cache file ``runs/<run>/finetune/cache/pairs-<key>.npz`` is keyed by everything that shapes
-it (tokenizer, text settings, units, examples and products), so every fold, every ablation
-variant and every rerun reads the same arrays instead of tokenising again.
+The sharded on-disk cache of these arrays is ``finetune.pairs_cache``.
 """
 from __future__ import annotations
 
 import hashlib
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from data.product_text import clean_field, render_products
-from esci.artifacts import atomic_path
-from esci.config import fingerprint
 from finetune.units import Ragged, char_units, word_units
 
 # Unit bags: (name, which text, granularity). "main" is title+brand+colour+bullets.
@@ -137,47 +132,6 @@ def encode_pairs(df: pd.DataFrame, tokenizer, ts: TextSettings, cfg,
                         {name: len(vocabs[name]) for name in ID_FIELDS})
 
 
-def _save(pairs: EncodedPairs, path: Path) -> None:
-    arrays = {"example_id": pairs.example_id.astype(str), "tokens_v": pairs.tokens.values,
-              "tokens_o": pairs.tokens.offsets}
-    if pairs.token_types is not None:
-        arrays.update(types_v=pairs.token_types.values, types_o=pairs.token_types.offsets)
-    for name, table in pairs.unit_tables.items():
-        arrays.update({f"unit_{name}_v": table.values, f"unit_{name}_o": table.offsets,
-                       f"row_{name}": pairs.unit_rows[name]})
-    for name, col in pairs.ids.items():
-        arrays[f"id_{name}"] = col
-        arrays[f"size_{name}"] = np.array([pairs.id_sizes[name]])
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-
-def _load(path: Path) -> EncodedPairs:
-    with np.load(path, allow_pickle=False) as npz:
-        z = {k: npz[k] for k in npz.files}
-    types = Ragged(z["types_v"], z["types_o"]) if "types_v" in z else None
-    names = [n for n, _, _ in UNIT_FIELDS]
-    return EncodedPairs(z["example_id"].astype(object), Ragged(z["tokens_v"], z["tokens_o"]), types,
-                        {n: Ragged(z[f"unit_{n}_v"], z[f"unit_{n}_o"]) for n in names},
-                        {n: z[f"row_{n}"] for n in names},
-                        {n: z[f"id_{n}"] for n in ID_FIELDS},
-                        {n: int(z[f"size_{n}"][0]) for n in ID_FIELDS})
-
-
 def frame_digest(df: pd.DataFrame) -> str:
     """Content and row order: cached arrays are aligned with the frame's rows."""
     return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
-
-
-def cached_pairs(cache_dir: Path, df: pd.DataFrame, tokenizer, tokenizer_key: str, ts: TextSettings,
-                 cfg, vocabs: dict[str, IdVocab]) -> EncodedPairs:
-    """Encoded pairs from the cache, or encoded now and cached for the rest of the run."""
-    key = fingerprint(tokenizer_key, ts.__dict__, cfg.char_buckets, cfg.word_buckets,
-                      {n: v.values for n, v in vocabs.items()}, frame_digest(df))
-    path = Path(cache_dir) / f"pairs-{key}.npz"
-    if path.is_file():
-        return _load(path)
-    pairs = encode_pairs(df, tokenizer, ts, cfg, vocabs)
-    _save(pairs, path)
-    return pairs

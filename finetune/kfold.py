@@ -25,7 +25,8 @@ from esci.artifacts import KEY_COLUMNS, LABELS, PROB_COLUMNS, TEST_FOLD, write_j
 from esci.config import fingerprint
 from finetune.backbone import Backbone, build_encoder, id_vocabs, load_backbone
 from finetune.batches import label_indices
-from finetune.inputs import EncodedPairs, cached_pairs, pair_texts, text_settings
+from finetune.inputs import EncodedPairs, pair_texts, text_settings
+from finetune.pairs_cache import cached_pairs
 from finetune.model import CrossEncoder
 from finetune.predict import score_and_sub
 from finetune.train import FoldData, process_state, train_and_predict

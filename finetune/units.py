@@ -52,5 +52,6 @@ class Ragged:
         """(flat values, start offsets) of ``rows``: the ``input, offsets`` of an EmbeddingBag."""
         parts = [self.row(i) for i in rows]
         starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])[:-1]]).astype(np.int64)
-        flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        # int64 whatever the stored dtype: EmbeddingBag takes int32/int64 only (cached bags are uint16)
+        flat = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
         return flat, starts
