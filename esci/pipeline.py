@@ -60,7 +60,7 @@ def prepare(cfg: PipelineConfig, paths: RunPaths) -> list[Path]:
 
 def leaderboard(cfg: PipelineConfig, paths: RunPaths) -> list[Path]:
     from esci.leaderboard import build_leaderboard
-    board = build_leaderboard(paths, cfg.leaderboard.bootstrap, cfg.leaderboard.seed)
+    build_leaderboard(paths, cfg.leaderboard.bootstrap, cfg.leaderboard.seed)
     print(paths.leaderboard_md.read_text())
     return [paths.leaderboard_csv, paths.leaderboard_md]
 

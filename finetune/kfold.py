@@ -21,14 +21,14 @@ import pandas as pd
 import torch
 from sklearn.model_selection import GroupShuffleSplit
 
-from esci.artifacts import KEY_COLUMNS, LABELS, PROB_COLUMNS, TEST_FOLD, write_json
+from esci.artifacts import KEY_COLUMNS, LABELS, TEST_FOLD, write_json
 from esci.config import fingerprint
 from finetune.backbone import Backbone, build_encoder, id_vocabs, load_backbone
 from finetune.batches import label_indices
 from finetune.inputs import EncodedPairs, pair_texts, text_settings
 from finetune.pairs_cache import cached_pairs
 from finetune.model import CrossEncoder
-from finetune.predict import score_and_sub
+from finetune.predict import prediction_columns
 from finetune.train import FoldData, process_state, train_and_predict
 
 # Config keys that change how a run is executed or reported, not what a fold model learns.
@@ -155,13 +155,8 @@ def run_kfold(prep: Prepared, cfg, out_dir: Path, labels: np.ndarray | None = No
 
 
 def assemble(frame: pd.DataFrame, combined: dict[str, np.ndarray], is_test: np.ndarray):
-    out = frame[KEY_COLUMNS + ["fold", "esci_label"]].copy()
-    probs = combined["task2"].astype(float)
-    out[PROB_COLUMNS] = probs / probs.sum(axis=1, keepdims=True)
-    score, p_sub = score_and_sub({**combined, "task2": out[PROB_COLUMNS].to_numpy()})
-    out["score"] = score
-    if "task3" in combined:
-        out["p_sub"] = p_sub
+    out = pd.concat([frame[KEY_COLUMNS + ["fold", "esci_label"]].reset_index(drop=True),
+                     prediction_columns(combined)], axis=1)
     oof = out[~is_test].reset_index(drop=True)
     test = out[is_test].drop(columns=["fold", "esci_label"]).reset_index(drop=True)
     return oof, test

@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from accelerate.utils import gather_object, send_to_device
 
 from esci.metrics import gains_of, ndcg, task2_scores, task3_scores
-from esci.artifacts import GAINS, LABELS
+from esci.artifacts import GAINS, LABELS, PROB_COLUMNS
 from finetune.batches import SUBSTITUTE, PairCollator, inference_batches
 from finetune.inputs import EncodedPairs
 
@@ -73,6 +74,19 @@ def score_and_sub(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np
     if p_sub is None and "task2" in outputs:
         p_sub = outputs["task2"][:, SUBSTITUTE]
     return score, p_sub
+
+
+def prediction_columns(outputs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The artifact columns of model outputs: p_E..p_I (task-2 probabilities renormalised to sum
+    to exactly 1), score, and p_sub when a task-3 head exists."""
+    probs = outputs["task2"].astype(float)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    out = pd.DataFrame(probs, columns=PROB_COLUMNS)
+    score, p_sub = score_and_sub({**outputs, "task2": probs})
+    out["score"] = score
+    if "task3" in outputs:
+        out["p_sub"] = p_sub
+    return out
 
 
 def valid_metrics(outputs: dict[str, np.ndarray], label_idx: np.ndarray, query_ids: np.ndarray) -> dict:

@@ -24,14 +24,14 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from esci.artifacts import PROB_COLUMNS, TEST_FOLD, write_csv, write_parquet
+from esci.artifacts import TEST_FOLD, write_csv, write_parquet
 from finetune.backbone import Backbone, build_encoder, id_vocabs, load_backbone
 from finetune.batches import PairCollator, inference_batches
 from finetune.config import FinetuneConfig
 from finetune.inputs import EncodedPairs, IdVocab, TextSettings, encode_pairs, pair_texts
 from finetune.kfold import members, tokenizer_corpus
 from finetune.model import CrossEncoder
-from finetune.predict import predict_outputs, score_and_sub
+from finetune.predict import prediction_columns, predict_outputs
 from finetune.train import PREDICTIONS
 
 ENGINES = ("onnx", "onnx-int8", "torch")
@@ -196,14 +196,7 @@ def score_encoded(run: RunModels, pairs: EncodedPairs, engine: str = "onnx", bat
         bar.close()
     finally:
         torch.set_num_threads(torch_threads)
-    outputs = {task: sums[task] / counts[task] for task in sums}
-    probs = outputs["task2"] / outputs["task2"].sum(axis=1, keepdims=True)
-    out = pd.DataFrame(probs, columns=PROB_COLUMNS)
-    score, p_sub = score_and_sub({**outputs, "task2": probs})
-    out["score"] = score
-    if "task3" in outputs:
-        out["p_sub"] = p_sub
-    return out
+    return prediction_columns({task: sums[task] / counts[task] for task in sums})
 
 
 # --- command line -------------------------------------------------------------------------------

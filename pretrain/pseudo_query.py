@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 UNSPACED_LOCALES = ("jp",)
 _SPACE = re.compile(r"\s+")

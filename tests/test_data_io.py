@@ -1,7 +1,6 @@
 """Reading and validating the official layout, on the real sample and on broken copies of it."""
 from __future__ import annotations
 
-import shutil
 
 import pandas as pd
 import pytest
